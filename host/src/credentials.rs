@@ -11,8 +11,9 @@
 //! 4. a token given on the command line, which the caller must warn about: it is visible to
 //!    every user of the machine in the process list.
 //!
-//! A token from a file or the command line is sent as the basic-auth password when a user is
-//! known, and as a bearer token otherwise; DagsHub accepts both.
+//! A token from a file, `DAGSHUB_USER_TOKEN` or the command line is sent as the basic-auth
+//! password when a user is known, and as a bearer token otherwise; DagsHub accepts both.
+//! `MLFLOW_TRACKING_PASSWORD` without a user is an error, as it is for MLflow's own client.
 //!
 //! Every secret is held in a [`Secret`], whose `Debug` and `Display` print `***`.
 //! The environment is passed in as a function so that resolution is a pure function of its
@@ -547,6 +548,17 @@ mod tests {
             }
         );
         assert_eq!(creds.source, CredentialSource::Env(ENV_DAGSHUB_USER_TOKEN));
+    }
+
+    #[test]
+    fn dagshub_token_without_a_user_is_a_bearer_token() {
+        let creds = resolve(&repo_request(), env_of(&[(ENV_DAGSHUB_USER_TOKEN, TOKEN)])).unwrap();
+        assert_eq!(
+            creds.auth,
+            Auth::Bearer {
+                token: Secret::new(TOKEN)
+            }
+        );
     }
 
     #[test]

@@ -546,6 +546,16 @@ impl Policy {
             Some(Trap::StackOverflow) => PolicyError::Stack {
                 limit: self.limits.wasm_stack,
             },
+            // Rust puts its stack at the bottom of linear memory, so unbounded recursion in a
+            // Rust policy runs off address zero before it exhausts the native stack.
+            Some(Trap::MemoryOutOfBounds) => PolicyError::Trap {
+                trap: format!(
+                    "{} (a policy whose own stack overflows ends this way: look for unbounded \
+                     recursion)",
+                    Trap::MemoryOutOfBounds
+                ),
+                last_error: state.log.last_error.clone(),
+            },
             Some(trap) => PolicyError::Trap {
                 trap: trap.to_string(),
                 last_error: state.log.last_error.clone(),

@@ -1,2 +1,10 @@
+//! model-pusher's integration tests: one binary, a module per topic. They load real components
+//! built from `policies/` and talk to real `mlflow server`s started by `support`.
+
+mod cache;
+mod cli;
+mod multi_metric;
 mod registry;
+mod sandbox;
 mod support;
+mod threshold;

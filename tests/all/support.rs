@@ -1,1 +1,2 @@
 pub mod mlflow;
+pub mod policies;
