@@ -381,7 +381,8 @@ model_comparison:
 
     #[test]
     fn malformed_yaml_names_the_file() {
-        let error = Settings::parse(Path::new("/p/params.yaml"), "model_comparison: [\n").unwrap_err();
+        let error =
+            Settings::parse(Path::new("/p/params.yaml"), "model_comparison: [\n").unwrap_err();
         assert!(matches!(error, InputError::Yaml { .. }));
         assert!(error.to_string().contains("/p/params.yaml"));
     }
@@ -410,7 +411,8 @@ model_comparison:
 
     #[test]
     fn keeps_series_and_skips_other_values() {
-        let text = r#"{"accuracy": 0.9, "fold_accuracy": [0.8, 0.9], "label": "spam", "cm": [[1, 2]]}"#;
+        let text =
+            r#"{"accuracy": 0.9, "fold_accuracy": [0.8, 0.9], "label": "spam", "cm": [[1, 2]]}"#;
         let metrics = Metrics::parse(Path::new("metrics.json"), text).unwrap();
         assert_eq!(metrics.values.len(), 1);
         assert_eq!(metrics.series["fold_accuracy"], vec![0.8, 0.9]);

@@ -7,8 +7,8 @@
 //! - [`cases`]: the test cases `model-pusher policy test` runs a policy against;
 //! - [`decision`]: the decision a policy returns, as JSON and as a table.
 
-pub mod credentials;
 pub mod cases;
+pub mod credentials;
 pub mod decision;
 pub mod inputs;
 pub mod policy;

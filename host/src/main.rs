@@ -28,7 +28,11 @@ enum Exit {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "model-pusher", version, about = "Decides whether a newly trained model replaces the champion in an MLflow registry, and makes it so")]
+#[command(
+    name = "model-pusher",
+    version,
+    about = "Decides whether a newly trained model replaces the champion in an MLflow registry, and makes it so"
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -259,7 +263,10 @@ fn test(name_or_path: &str, cases_path: &Path, runtime: &RuntimeArgs) -> anyhow:
     let policy = runtime.load(name_or_path)?;
     let results = cases::run(&policy, cases_path)
         .with_context(|| format!("cannot run the cases in {}", cases_path.display()))?;
-    let failed = results.iter().filter(|result| result.failure.is_some()).count();
+    let failed = results
+        .iter()
+        .filter(|result| result.failure.is_some())
+        .count();
     for result in &results {
         let got = match &result.outcome {
             Ok(verdict) => verdict.to_string(),
@@ -279,5 +286,9 @@ fn test(name_or_path: &str, cases_path: &Path, runtime: &RuntimeArgs) -> anyhow:
         policy.info().version,
         policy.sha256()
     );
-    Ok(if failed == 0 { Exit::Ok } else { Exit::CasesFailed })
+    Ok(if failed == 0 {
+        Exit::Ok
+    } else {
+        Exit::CasesFailed
+    })
 }

@@ -167,12 +167,14 @@ impl PolicyRuntime {
                 });
             }
             Some(load::Kind::Component) => std::borrow::Cow::Borrowed(bytes),
-            Some(load::Kind::CoreModule) => std::borrow::Cow::Owned(
-                load::componentize(bytes).map_err(|message| PolicyError::Componentize {
-                    path: path.to_owned(),
-                    message,
-                })?,
-            ),
+            Some(load::Kind::CoreModule) => {
+                std::borrow::Cow::Owned(load::componentize(bytes).map_err(|message| {
+                    PolicyError::Componentize {
+                        path: path.to_owned(),
+                        message,
+                    }
+                })?)
+            }
         };
 
         let (component, cache) = self.compile(path, &sha256, &component_bytes)?;
@@ -426,7 +428,11 @@ impl Policy {
     pub fn decide(&self, input: &DecisionInput) -> Result<Decision, PolicyError> {
         let input = to_wit(input);
         let decision = self
-            .call(|bindings, store| bindings.model_pusher_policy_rules().call_decide(store, &input))?
+            .call(|bindings, store| {
+                bindings
+                    .model_pusher_policy_rules()
+                    .call_decide(store, &input)
+            })?
             .map_err(PolicyError::Refused)?;
         self.check_output_size(
             decision.reason.len()
@@ -644,7 +650,11 @@ pub fn locate(name_or_path: &str) -> Result<PathBuf, PolicyError> {
     let is_name = !name_or_path.contains('/') && !name_or_path.ends_with(".wasm");
     if is_name {
         let file = format!("{name_or_path}.wasm");
-        if let Some(found) = dirs.iter().map(|dir| dir.join(&file)).find(|path| path.is_file()) {
+        if let Some(found) = dirs
+            .iter()
+            .map(|dir| dir.join(&file))
+            .find(|path| path.is_file())
+        {
             return Ok(found);
         }
     }

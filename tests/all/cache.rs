@@ -11,10 +11,17 @@ fn runtime(dir: &std::path::Path) -> PolicyRuntime {
 #[test]
 fn second_load_does_not_compile() {
     let dir = tempfile::tempdir().unwrap();
-    let first = runtime(dir.path()).load(&policies::path("threshold")).unwrap();
-    assert_eq!(first.cache_outcome(), &CacheOutcome::Compiled { stored: true });
+    let first = runtime(dir.path())
+        .load(&policies::path("threshold"))
+        .unwrap();
+    assert_eq!(
+        first.cache_outcome(),
+        &CacheOutcome::Compiled { stored: true }
+    );
 
-    let second = runtime(dir.path()).load(&policies::path("threshold")).unwrap();
+    let second = runtime(dir.path())
+        .load(&policies::path("threshold"))
+        .unwrap();
     assert_eq!(second.cache_outcome(), &CacheOutcome::Hit);
     assert!(!second.cache_outcome().compiled());
 }
@@ -22,7 +29,9 @@ fn second_load_does_not_compile() {
 #[test]
 fn corrupt_entry_is_recompiled_not_trusted() {
     let dir = tempfile::tempdir().unwrap();
-    runtime(dir.path()).load(&policies::path("threshold")).unwrap();
+    runtime(dir.path())
+        .load(&policies::path("threshold"))
+        .unwrap();
     for entry in std::fs::read_dir(dir.path()).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|ext| ext == "cwasm") {
@@ -33,13 +42,17 @@ fn corrupt_entry_is_recompiled_not_trusted() {
         }
     }
 
-    let policy = runtime(dir.path()).load(&policies::path("threshold")).unwrap();
+    let policy = runtime(dir.path())
+        .load(&policies::path("threshold"))
+        .unwrap();
     assert!(
         matches!(policy.cache_outcome(), CacheOutcome::Recompiled { .. }),
         "{:?}",
         policy.cache_outcome()
     );
-    let again = runtime(dir.path()).load(&policies::path("threshold")).unwrap();
+    let again = runtime(dir.path())
+        .load(&policies::path("threshold"))
+        .unwrap();
     assert_eq!(again.cache_outcome(), &CacheOutcome::Hit);
 }
 
@@ -47,8 +60,12 @@ fn corrupt_entry_is_recompiled_not_trusted() {
 fn entry_copied_from_another_cache_is_recompiled() {
     let theirs = tempfile::tempdir().unwrap();
     let ours = tempfile::tempdir().unwrap();
-    runtime(theirs.path()).load(&policies::path("threshold")).unwrap();
-    runtime(ours.path()).load(&policies::path("multi-metric")).unwrap();
+    runtime(theirs.path())
+        .load(&policies::path("threshold"))
+        .unwrap();
+    runtime(ours.path())
+        .load(&policies::path("multi-metric"))
+        .unwrap();
     for entry in std::fs::read_dir(theirs.path()).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|ext| ext == "cwasm") {
@@ -56,7 +73,9 @@ fn entry_copied_from_another_cache_is_recompiled() {
         }
     }
 
-    let policy = runtime(ours.path()).load(&policies::path("threshold")).unwrap();
+    let policy = runtime(ours.path())
+        .load(&policies::path("threshold"))
+        .unwrap();
     assert!(
         matches!(policy.cache_outcome(), CacheOutcome::Recompiled { .. }),
         "{:?}",

@@ -18,7 +18,10 @@ fn model_pusher(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_model-pusher"))
         .args(args)
         .env("MODEL_PUSHER_POLICY_DIR", policies::dir())
-        .env("MODEL_PUSHER_CACHE_DIR", std::env::temp_dir().join("model-pusher-test-cache"))
+        .env(
+            "MODEL_PUSHER_CACHE_DIR",
+            std::env::temp_dir().join("model-pusher-test-cache"),
+        )
         .output()
         .unwrap()
 }
@@ -37,7 +40,11 @@ fn text(bytes: &[u8]) -> String {
 fn decide_prints_the_decision_as_json_and_a_table() {
     let dir = tempfile::tempdir().unwrap();
     let params = write(dir.path(), "params.yaml", SEED_PARAMS);
-    let candidate = write(dir.path(), "candidate.json", r#"{"accuracy": 0.95, "precision": 0.9}"#);
+    let candidate = write(
+        dir.path(),
+        "candidate.json",
+        r#"{"accuracy": 0.95, "precision": 0.9}"#,
+    );
     let champion = write(dir.path(), "champion.json", r#"{"accuracy": 0.90}"#);
 
     let output = model_pusher(&[
@@ -107,7 +114,11 @@ fn decide_with_malformed_params_names_the_file_and_exits_2() {
 #[test]
 fn decide_exits_5_without_a_decision_when_the_policy_breaks_a_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let params = write(dir.path(), "params.yaml", "model_comparison:\n  attack: loop\n");
+    let params = write(
+        dir.path(),
+        "params.yaml",
+        "model_comparison:\n  attack: loop\n",
+    );
     let candidate = write(dir.path(), "candidate.json", r#"{"accuracy": 0.95}"#);
     let hostile = policies::dir().join("testing/hostile.wasm");
 
@@ -158,7 +169,11 @@ fn policy_test_passes_the_bundled_cases() {
             text(&output.stdout),
             text(&output.stderr)
         );
-        assert!(text(&output.stdout).contains(" 0 failed"), "{}", text(&output.stdout));
+        assert!(
+            text(&output.stdout).contains(" 0 failed"),
+            "{}",
+            text(&output.stdout)
+        );
     }
 }
 
@@ -180,5 +195,8 @@ fn policy_test_fails_and_names_the_case_that_fails() {
 
     assert_eq!(output.status.code(), Some(6));
     let stdout = text(&output.stdout);
-    assert!(stdout.contains("FAIL  a_wrong_expectation: expected promote, got hold"), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  a_wrong_expectation: expected promote, got hold"),
+        "{stdout}"
+    );
 }

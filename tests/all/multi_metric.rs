@@ -17,7 +17,11 @@ fn settings() -> Value {
     })
 }
 
-fn decide(settings: Value, candidate: &[(&str, f64)], champion: Option<&[(&str, f64)]>) -> Decision {
+fn decide(
+    settings: Value,
+    candidate: &[(&str, f64)],
+    champion: Option<&[(&str, f64)]>,
+) -> Decision {
     policies::bundled("multi-metric")
         .decide(&policies::input(settings, candidate, champion))
         .unwrap()
@@ -33,9 +37,16 @@ fn promotes_when_the_primary_improves_and_nothing_regresses() {
         Some(CHAMPION),
     );
     assert_eq!(decision.verdict, Verdict::Promote, "{}", decision.reason);
-    let looked_at: Vec<&str> = decision.checks.iter().map(|check| check.metric.as_str()).collect();
+    let looked_at: Vec<&str> = decision
+        .checks
+        .iter()
+        .map(|check| check.metric.as_str())
+        .collect();
     for metric in ["accuracy", "precision", "recall"] {
-        assert!(looked_at.contains(&metric), "{metric} missing from {looked_at:?}");
+        assert!(
+            looked_at.contains(&metric),
+            "{metric} missing from {looked_at:?}"
+        );
     }
 }
 
@@ -47,7 +58,11 @@ fn holds_when_a_comparison_metric_regresses_beyond_its_tolerance() {
         Some(CHAMPION),
     );
     assert_eq!(decision.verdict, Verdict::Hold, "{}", decision.reason);
-    let precision = decision.checks.iter().find(|check| check.metric == "precision").unwrap();
+    let precision = decision
+        .checks
+        .iter()
+        .find(|check| check.metric == "precision")
+        .unwrap();
     assert!(!precision.passed);
 }
 
@@ -74,15 +89,27 @@ fn rejects_a_guardrail_breach_even_with_a_better_primary() {
 
 #[test]
 fn rejects_a_guardrail_breach_when_there_is_no_champion() {
-    let decision = decide(settings(), &[("accuracy", 0.99), ("precision", 0.9), ("recall", 0.5)], None);
+    let decision = decide(
+        settings(),
+        &[("accuracy", 0.99), ("precision", 0.9), ("recall", 0.5)],
+        None,
+    );
     assert_eq!(decision.verdict, Verdict::Reject, "{}", decision.reason);
 }
 
 #[test]
 fn holds_when_a_comparison_metric_is_missing() {
-    let decision = decide(settings(), &[("accuracy", 0.99), ("recall", 0.9)], Some(CHAMPION));
+    let decision = decide(
+        settings(),
+        &[("accuracy", 0.99), ("recall", 0.9)],
+        Some(CHAMPION),
+    );
     assert_eq!(decision.verdict, Verdict::Hold, "{}", decision.reason);
-    let precision = decision.checks.iter().find(|check| check.metric == "precision").unwrap();
+    let precision = decision
+        .checks
+        .iter()
+        .find(|check| check.metric == "precision")
+        .unwrap();
     assert_eq!(precision.candidate, None);
     assert!(!precision.passed);
 }
@@ -95,9 +122,17 @@ fn lower_is_better_comparison_metric_regresses_upward() {
         "metrics": {"latency_ms": {"direction": "lower_is_better", "tolerance": 5.0}},
     });
     let champion: &[(&str, f64)] = &[("accuracy", 0.90), ("latency_ms", 100.0)];
-    let slower = decide(settings.clone(), &[("accuracy", 0.99), ("latency_ms", 120.0)], Some(champion));
+    let slower = decide(
+        settings.clone(),
+        &[("accuracy", 0.99), ("latency_ms", 120.0)],
+        Some(champion),
+    );
     assert_eq!(slower.verdict, Verdict::Hold, "{}", slower.reason);
-    let faster = decide(settings, &[("accuracy", 0.99), ("latency_ms", 80.0)], Some(champion));
+    let faster = decide(
+        settings,
+        &[("accuracy", 0.99), ("latency_ms", 80.0)],
+        Some(champion),
+    );
     assert_eq!(faster.verdict, Verdict::Promote, "{}", faster.reason);
 }
 

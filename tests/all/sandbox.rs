@@ -27,7 +27,11 @@ fn hostile() -> Policy {
 }
 
 fn attack(name: &str) -> Result<model_pusher::decision::Decision, PolicyError> {
-    hostile().decide(&policies::input(json!({ "attack": name }), &[("accuracy", 0.9)], None))
+    hostile().decide(&policies::input(
+        json!({ "attack": name }),
+        &[("accuracy", 0.9)],
+        None,
+    ))
 }
 
 #[test]
@@ -80,7 +84,9 @@ fn deep_recursion_on_the_native_stack_ends_at_the_stack_limit() {
     )
     .unwrap();
     let runtime = PolicyRuntime::new(tight_limits(), None).unwrap();
-    let policy = runtime.load_bytes(Path::new("recursive.wasm"), &module).unwrap();
+    let policy = runtime
+        .load_bytes(Path::new("recursive.wasm"), &module)
+        .unwrap();
     let error = policy
         .decide(&policies::input(json!({}), &[("accuracy", 0.9)], None))
         .unwrap_err();
@@ -105,7 +111,11 @@ fn huge_reason_is_refused_by_the_output_limit() {
         .load(&policies::dir().join("testing/hostile.wasm"))
         .unwrap();
     let error = policy
-        .decide(&policies::input(json!({ "attack": "huge-reason" }), &[("accuracy", 0.9)], None))
+        .decide(&policies::input(
+            json!({ "attack": "huge-reason" }),
+            &[("accuracy", 0.9)],
+            None,
+        ))
         .unwrap_err();
     assert!(matches!(error, PolicyError::Output { .. }), "{error:?}");
     assert!(error.to_string().contains("64 KiB output limit"), "{error}");
@@ -123,7 +133,9 @@ fn panic_message_reaches_the_error() {
     let error = attack("panic").unwrap_err();
     assert!(matches!(error, PolicyError::Trap { .. }), "{error:?}");
     assert!(
-        error.to_string().contains("hostile policy panicked on purpose"),
+        error
+            .to_string()
+            .contains("hostile policy panicked on purpose"),
         "{error}"
     );
 }
@@ -169,15 +181,15 @@ fn component_of_the_wrong_world_is_told_what_is_missing() {
 
 #[test]
 fn component_with_an_unknown_import_is_told_what_it_cannot_have() {
-    let component = wat::parse_str(
-        r#"(component (import "acme:secrets/vault@1.0.0" (instance)))"#,
-    )
-    .unwrap();
+    let component =
+        wat::parse_str(r#"(component (import "acme:secrets/vault@1.0.0" (instance)))"#).unwrap();
     let error = policies::runtime()
         .load_bytes(Path::new("vault.wasm"), &component)
         .unwrap_err();
     assert!(
-        error.to_string().contains("it imports acme:secrets/vault@1.0.0"),
+        error
+            .to_string()
+            .contains("it imports acme:secrets/vault@1.0.0"),
         "{error}"
     );
 }
@@ -195,8 +207,9 @@ fn file_that_is_not_wasm_is_rejected() {
 fn core_module_is_made_a_component_in_process() {
     let module = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../target/wasm/wasm32-unknown-unknown/release/threshold.wasm");
-    let bytes = std::fs::read(&module)
-        .unwrap_or_else(|error| panic!("{}: {error}; run `cargo xtask policies`", module.display()));
+    let bytes = std::fs::read(&module).unwrap_or_else(|error| {
+        panic!("{}: {error}; run `cargo xtask policies`", module.display())
+    });
     let policy = policies::runtime().load_bytes(&module, &bytes).unwrap();
     assert_eq!(policy.info().name, "threshold");
 }
@@ -206,5 +219,8 @@ fn every_decision_names_the_policy_sha256() {
     let decision = attack_free();
     let bytes = std::fs::read(policies::dir().join("testing/hostile.wasm")).unwrap();
     use sha2::Digest as _;
-    assert_eq!(decision.policy.sha256, hex::encode(sha2::Sha256::digest(bytes)));
+    assert_eq!(
+        decision.policy.sha256,
+        hex::encode(sha2::Sha256::digest(bytes))
+    );
 }

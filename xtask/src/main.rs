@@ -112,13 +112,26 @@ fn build_policies(root: &Path) -> Result<Vec<PathBuf>> {
         }
     };
     // The outer cargo's settings describe the host build, not this one.
-    for variable in ["RUSTC", "RUSTC_WRAPPER", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET"] {
+    for variable in [
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+    ] {
         command.env_remove(variable);
     }
     command
         .arg("--manifest-path")
         .arg(&manifest)
-        .args(["--release", "--workspace", "--target", TARGET, "--target-dir"])
+        .args([
+            "--release",
+            "--workspace",
+            "--target",
+            TARGET,
+            "--target-dir",
+        ])
         .arg(&target_dir);
     run(&mut command)?;
 
@@ -131,11 +144,19 @@ fn build_policies(root: &Path) -> Result<Vec<PathBuf>> {
             .with_context(|| format!("policy {name} was not built at {}", module_path.display()))?;
         let component = model_pusher::policy::componentize(&module)
             .map_err(|message| anyhow::anyhow!("policy {name} is not a component: {message}"))?;
-        let dir = if testing { out_dir.join("testing") } else { out_dir.clone() };
+        let dir = if testing {
+            out_dir.join("testing")
+        } else {
+            out_dir.clone()
+        };
         fs::create_dir_all(&dir)?;
         let path = dir.join(format!("{name}.wasm"));
         fs::write(&path, &component)?;
-        eprintln!("policy {name}: {} ({} KiB)", path.display(), component.len() / 1024);
+        eprintln!(
+            "policy {name}: {} ({} KiB)",
+            path.display(),
+            component.len() / 1024
+        );
         written.push(path);
     }
     Ok(written)
@@ -144,12 +165,21 @@ fn build_policies(root: &Path) -> Result<Vec<PathBuf>> {
 /// The cdylib targets of the policies workspace, each with whether it is a test-only guest.
 fn cdylibs(manifest: &Path) -> Result<Vec<(String, bool)>> {
     let output = Command::new(cargo())
-        .args(["metadata", "--no-deps", "--format-version", "1", "--manifest-path"])
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--manifest-path",
+        ])
         .arg(manifest)
         .output()
         .context("cannot run cargo metadata on policies/")?;
     if !output.status.success() {
-        bail!("cargo metadata failed: {}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
     let testing_dir = manifest.with_file_name("testing");

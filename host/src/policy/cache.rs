@@ -254,8 +254,7 @@ mod tests {
     fn key_readable_by_others_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         CompiledCache::open(dir.path()).unwrap();
-        fs::set_permissions(dir.path().join(KEY_FILE), fs::Permissions::from_mode(0o644))
-            .unwrap();
+        fs::set_permissions(dir.path().join(KEY_FILE), fs::Permissions::from_mode(0o644)).unwrap();
         let error = CompiledCache::open(dir.path()).unwrap_err();
         assert!(error.to_string().contains("other users"), "{error}");
     }

@@ -2,9 +2,9 @@
 
 use std::borrow::Cow;
 
-use wasmtime::component::types::ComponentItem;
-use wasmtime::component::Component;
 use wasmtime::Engine;
+use wasmtime::component::Component;
+use wasmtime::component::types::ComponentItem;
 
 /// The contract this host implements, as the policy's world is named in WIT.
 pub const WORLD: &str = "model-pusher:policy/policy@0.1.0";
@@ -100,7 +100,10 @@ impl Shape {
     pub(crate) fn of(engine: &Engine, component: &Component) -> Self {
         let ty = component.component_type();
         Self {
-            imports: ty.imports(engine).map(|(name, _)| name.to_owned()).collect(),
+            imports: ty
+                .imports(engine)
+                .map(|(name, _)| name.to_owned())
+                .collect(),
             exports: ty
                 .exports(engine)
                 .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentInstance(_)))

@@ -37,6 +37,10 @@ pub fn install_panic_hook() {
 /// Parses the input's settings and asks policy `P` to decide; what [`export_policy!`] calls,
 /// and what a test calls to exercise a policy end to end without WebAssembly.
 ///
+/// # Errors
+///
+/// When the settings are not a JSON object, or when the policy fails to decide.
+///
 /// [`export_policy!`]: crate::export_policy
 pub fn decide_with<P: Policy>(input: &DecisionInput) -> Result<Decision, String> {
     let settings = Settings::parse(&input.settings)?;

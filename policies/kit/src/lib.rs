@@ -52,6 +52,10 @@ pub trait Policy {
     /// `settings` is `input.settings`, already parsed. An `Err` is a failure to decide, such
     /// as a setting of the wrong type, and never a verdict: its text must name what was wrong
     /// and what to do about it.
+    ///
+    /// # Errors
+    ///
+    /// When the policy cannot decide, such as when a setting has the wrong type.
     fn decide(input: &DecisionInput, settings: &Settings) -> Result<Decision, String>;
 }
 
@@ -61,10 +65,33 @@ pub trait Policy {
 /// location through the host's `log` at error level, so that a panic reaches the host's log
 /// rather than surfacing as a bare trap.
 ///
-/// ```ignore
-/// struct MyPolicy;
-/// impl policy_kit::Policy for MyPolicy { /* ... */ }
-/// policy_kit::export_policy!(MyPolicy);
+/// ```
+/// use policy_kit::{Decision, DecisionInput, Policy, PolicyInfo, Settings, Verdict};
+///
+/// /// Promotes every candidate.
+/// pub struct Always;
+///
+/// impl Policy for Always {
+///     fn describe() -> PolicyInfo {
+///         PolicyInfo {
+///             name: "always".to_string(),
+///             version: "0.1.0".to_string(),
+///             description: "promotes every candidate".to_string(),
+///             settings: Vec::new(),
+///         }
+///     }
+///
+///     fn decide(_input: &DecisionInput, _settings: &Settings) -> Result<Decision, String> {
+///         Ok(Decision {
+///             verdict: Verdict::Promote,
+///             reason: "this policy promotes every candidate".to_string(),
+///             checks: Vec::new(),
+///         })
+///     }
+/// }
+///
+/// policy_kit::export_policy!(Always);
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! export_policy {

@@ -41,6 +41,10 @@ pub struct Judgement {
 impl PrimaryRule {
     /// Reads `primary_metric`, `improvement_threshold`, `improvement_mode`, `direction` and
     /// `metrics.<primary>.direction`.
+    ///
+    /// # Errors
+    ///
+    /// When any of them has the wrong type or an unknown value, or `primary_metric` is empty.
     pub fn from_settings(settings: &Settings) -> Result<Self, String> {
         let metric = settings
             .string_or("primary_metric", DEFAULT_PRIMARY_METRIC)?

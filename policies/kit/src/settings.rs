@@ -19,6 +19,10 @@ pub struct Settings {
 
 impl Settings {
     /// Parses the settings JSON; empty text and `null` are no settings at all.
+    ///
+    /// # Errors
+    ///
+    /// When the text is not JSON, or is JSON but not an object.
     pub fn parse(json: &str) -> Result<Self, String> {
         if json.trim().is_empty() {
             return Ok(Self::default());
@@ -42,26 +46,46 @@ impl Settings {
     }
 
     /// The text at `key`, or `None` when absent.
+    ///
+    /// # Errors
+    ///
+    /// When the value is not text.
     pub fn string(&self, key: &str) -> Result<Option<&str>, String> {
         self.get(key).map(|value| as_str(key, value)).transpose()
     }
 
     /// The text at `key`, or `default` when absent.
+    ///
+    /// # Errors
+    ///
+    /// When the value is not text.
     pub fn string_or<'a>(&'a self, key: &str, default: &'a str) -> Result<&'a str, String> {
         Ok(self.string(key)?.unwrap_or(default))
     }
 
     /// The number at `key`, or `None` when absent.
+    ///
+    /// # Errors
+    ///
+    /// When the value is not a number.
     pub fn number(&self, key: &str) -> Result<Option<f64>, String> {
         self.get(key).map(|value| as_number(key, value)).transpose()
     }
 
     /// The number at `key`, or `default` when absent.
+    ///
+    /// # Errors
+    ///
+    /// When the value is not a number.
     pub fn number_or(&self, key: &str, default: f64) -> Result<f64, String> {
         Ok(self.number(key)?.unwrap_or(default))
     }
 
     /// The list of metric names at `key`, empty when absent; repeated names are kept once.
+    ///
+    /// # Errors
+    ///
+    /// When the value is not a list of text.
     pub fn metric_list(&self, key: &str) -> Result<Vec<String>, String> {
         let Some(value) = self.get(key) else {
             return Ok(Vec::new());
@@ -84,6 +108,10 @@ impl Settings {
     }
 
     /// The global `direction`, higher-is-better when absent.
+    ///
+    /// # Errors
+    ///
+    /// When the value is neither `higher_is_better` nor `lower_is_better`.
     pub fn direction(&self) -> Result<Direction, String> {
         match self.get("direction") {
             None => Ok(Direction::default()),
@@ -92,6 +120,10 @@ impl Settings {
     }
 
     /// `improvement_mode`: relative when absent.
+    ///
+    /// # Errors
+    ///
+    /// When the value is neither `relative` nor `absolute`.
     pub fn improvement_mode(&self) -> Result<ImprovementMode, String> {
         let key = "improvement_mode";
         let Some(value) = self.get(key) else {
@@ -109,6 +141,11 @@ impl Settings {
     }
 
     /// The settings of the metric called `name`, from `metrics.<name>`.
+    ///
+    /// # Errors
+    ///
+    /// When `metrics` is not a map, `metrics.<name>` is not a map, or `direction` is invalid
+    /// (it is the metric's fallback direction).
     pub fn metric(&self, name: &str) -> Result<MetricSettings<'_>, String> {
         let entry = match self.metrics_map()?.and_then(|map| present(map.get(name))) {
             None => None,
@@ -128,6 +165,10 @@ impl Settings {
     }
 
     /// The names under `metrics`, in sorted order.
+    ///
+    /// # Errors
+    ///
+    /// When `metrics` is not a map.
     pub fn metric_names(&self) -> Result<Vec<&str>, String> {
         Ok(self
             .metrics_map()?
@@ -162,6 +203,10 @@ impl MetricSettings<'_> {
     }
 
     /// `metrics.<name>.direction`, or else the global `direction`, or else higher-is-better.
+    ///
+    /// # Errors
+    ///
+    /// When the value is neither `higher_is_better` nor `lower_is_better`.
     pub fn direction(&self) -> Result<Direction, String> {
         match self.field("direction") {
             None => Ok(self.fallback),
@@ -171,6 +216,10 @@ impl MetricSettings<'_> {
 
     /// `metrics.<name>.tolerance`: how far the metric may regress, in its own units; 0 when
     /// absent, and never negative.
+    ///
+    /// # Errors
+    ///
+    /// When the value is not a number, or is negative.
     pub fn tolerance(&self) -> Result<f64, String> {
         let Some(value) = self.field("tolerance") else {
             return Ok(0.0);
@@ -186,16 +235,28 @@ impl MetricSettings<'_> {
     }
 
     /// `metrics.<name>.min`: the lowest acceptable value, if any.
+    ///
+    /// # Errors
+    ///
+    /// When the value is not a number.
     pub fn min(&self) -> Result<Option<f64>, String> {
         self.number("min")
     }
 
     /// `metrics.<name>.max`: the highest acceptable value, if any.
+    ///
+    /// # Errors
+    ///
+    /// When the value is not a number.
     pub fn max(&self) -> Result<Option<f64>, String> {
         self.number("max")
     }
 
     /// `min` and `max` together, refusing a floor above the ceiling.
+    ///
+    /// # Errors
+    ///
+    /// When either is not a number, or `min` is greater than `max`.
     pub fn bounds(&self) -> Result<(Option<f64>, Option<f64>), String> {
         let (min, max) = (self.min()?, self.max()?);
         if let (Some(floor), Some(ceiling)) = (min, max)

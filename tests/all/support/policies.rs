@@ -36,7 +36,8 @@ pub fn cache() -> CompiledCache {
 pub fn runtime() -> &'static PolicyRuntime {
     static RUNTIME: OnceLock<PolicyRuntime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
-        PolicyRuntime::new(Limits::default(), Some(cache())).expect("the default runtime configures")
+        PolicyRuntime::new(Limits::default(), Some(cache()))
+            .expect("the default runtime configures")
     })
 }
 

@@ -34,6 +34,10 @@ pub enum Attack {
 
 impl Attack {
     /// Reads `attack`; `None` when absent.
+    ///
+    /// # Errors
+    ///
+    /// When `attack` is not text or names no known attack.
     pub fn from_settings(settings: &Settings) -> Result<Option<Self>, String> {
         let Some(name) = settings.string("attack")? else {
             return Ok(None);
@@ -95,8 +99,10 @@ impl Policy for Hostile {
             Some(Attack::Panic) => panic!("hostile policy panicked on purpose"),
             Some(Attack::Error) => Err("hostile policy refuses to decide on purpose".to_string()),
             Some(Attack::LogFlood) => {
-                for line in 0..LOG_FLOOD_CALLS {
-                    log(Level::Info, &format!("hostile policy log line {line}"));
+                // One fixed line, so that the flood costs the guest little fuel and the
+                // host's handling of the calls is what gets tested.
+                for _ in 0..LOG_FLOOD_CALLS {
+                    log(Level::Info, "hostile policy floods the log on purpose");
                 }
                 Ok(promote(format!("logged {LOG_FLOOD_CALLS} lines")))
             }
@@ -147,3 +153,65 @@ fn trap() -> ! {
 }
 
 policy_kit::export_policy!(Hostile);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use policy_kit::decide_with;
+    use policy_kit::fixtures::{candidate, input};
+
+    fn attack(settings: &str) -> Result<Option<Attack>, String> {
+        Settings::parse(settings).and_then(|settings| Attack::from_settings(&settings))
+    }
+
+    #[test]
+    fn promotes_when_no_attack_is_set() {
+        let decided = decide_with::<Hostile>(&input(candidate(&[]), None, "{}"));
+        assert!(decided.is_ok_and(|decision| decision.verdict == Verdict::Promote));
+    }
+
+    #[test]
+    fn the_error_attack_returns_an_error() {
+        let decided =
+            decide_with::<Hostile>(&input(candidate(&[]), None, r#"{"attack": "error"}"#));
+        assert_eq!(
+            decided.err().as_deref(),
+            Some("hostile policy refuses to decide on purpose")
+        );
+    }
+
+    #[test]
+    fn the_huge_reason_attack_returns_sixteen_mebibytes() {
+        let decided =
+            decide_with::<Hostile>(&input(candidate(&[]), None, r#"{"attack": "huge-reason"}"#));
+        assert!(decided.is_ok_and(|decision| decision.reason.len() == HUGE_REASON_BYTES));
+    }
+
+    #[test]
+    fn reads_every_attack_by_name() {
+        assert_eq!(attack(r#"{"attack": "loop"}"#), Ok(Some(Attack::Loop)));
+        assert_eq!(attack(r#"{"attack": "memory"}"#), Ok(Some(Attack::Memory)));
+        assert_eq!(
+            attack(r#"{"attack": "recursion"}"#),
+            Ok(Some(Attack::Recursion))
+        );
+        assert_eq!(attack(r#"{"attack": "trap"}"#), Ok(Some(Attack::Trap)));
+        assert_eq!(attack(r#"{"attack": "panic"}"#), Ok(Some(Attack::Panic)));
+        assert_eq!(
+            attack(r#"{"attack": "log-flood"}"#),
+            Ok(Some(Attack::LogFlood))
+        );
+    }
+
+    #[test]
+    fn an_unknown_attack_is_an_error_naming_the_key() {
+        assert!(
+            attack(r#"{"attack": "nope"}"#).is_err_and(|err| err.starts_with("setting attack "))
+        );
+    }
+
+    #[test]
+    fn describes_itself_as_hostile() {
+        assert_eq!(Hostile::describe().name, "hostile");
+    }
+}
