@@ -7,10 +7,16 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use model_pusher::cases;
-use model_pusher::inputs::{Metrics, Settings};
+use model_pusher::credentials::{self, CredentialRequest, Secret};
+use model_pusher::inputs::{Metrics, ModelDir, Settings};
 use model_pusher::policy::{
     self, ChampionInput, CompiledCache, DecisionInput, Limits, Policy, PolicyRuntime,
 };
+use model_pusher::push::{self, Mode, PushInputs, PushOptions};
+use model_pusher::registry::{MlflowClient, Stage};
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// Exit statuses, documented in the README.
 #[derive(Debug, Clone, Copy)]
@@ -21,6 +27,10 @@ enum Exit {
     Failure = 1,
     /// An input file or argument is wrong; the message names the file and field.
     BadInput = 2,
+    /// The registry refused the credentials.
+    Auth = 3,
+    /// A registry call failed; the message names the step and the server's answer.
+    Registry = 4,
     /// The policy could not decide: it refused, trapped or broke a limit.
     Policy = 5,
     /// `policy test`: at least one case did not give its expected verdict.
@@ -54,6 +64,8 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Decides on a candidate and makes it so in an MLflow registry.
+    Push(Box<PushArgs>),
     /// Asks a policy for a decision on local files, without touching any registry.
     Decide(DecideArgs),
     /// Inspects or tests a policy.
@@ -79,6 +91,105 @@ enum PolicyCommand {
         #[command(flatten)]
         runtime: RuntimeArgs,
     },
+}
+
+/// The seed's positional arguments, in its order.
+const SEED_ARGUMENTS: [&str; 9] = [
+    "repo_owner_name",
+    "repo_name",
+    "model_name",
+    "stage",
+    "param_path",
+    "model_path",
+    "metrics_path",
+    "dagshub_username",
+    "dagshub_token",
+];
+
+#[derive(Debug, Args)]
+struct PushArgs {
+    /// The seed's nine arguments, in its order, for a drop-in replacement of its Kubeflow step:
+    /// REPO_OWNER_NAME REPO_NAME MODEL_NAME STAGE PARAM_PATH MODEL_PATH METRICS_PATH
+    /// DAGSHUB_USERNAME DAGSHUB_TOKEN. Flags win over them.
+    #[arg(value_name = "SEED_ARGUMENTS", num_args = 0..=9)]
+    seed: Vec<String>,
+    /// Owner of the DagsHub repository whose MLflow server is used when no tracking uri is set.
+    #[arg(long, alias = "repo_owner_name")]
+    repo_owner_name: Option<String>,
+    /// Name of that DagsHub repository.
+    #[arg(long, alias = "repo_name")]
+    repo_name: Option<String>,
+    /// The registered model's name.
+    #[arg(long, alias = "model_name")]
+    model_name: Option<String>,
+    /// The stage a promoted model goes to, where the champion is looked up [default: Production].
+    #[arg(long)]
+    stage: Option<String>,
+    /// The `params.yaml` holding `model_comparison`.
+    #[arg(long, alias = "param_path")]
+    param_path: Option<PathBuf>,
+    /// The training step's model directory (holding `model.pkl`), or the model file.
+    #[arg(long, alias = "model_path")]
+    model_path: Option<PathBuf>,
+    /// The evaluation step's metrics directory (holding `metrics.json`), or the file.
+    #[arg(long, alias = "metrics_path")]
+    metrics_path: Option<PathBuf>,
+    /// DagsHub user name: the basic-auth user when MLFLOW_TRACKING_USERNAME is unset.
+    #[arg(long, alias = "dagshub_username")]
+    dagshub_username: Option<String>,
+    /// The access token, on the command line: visible in the process list and the pipeline
+    /// spec. Prefer --dagshub-token-file or DAGSHUB_USER_TOKEN.
+    #[arg(long, alias = "dagshub_token", hide_env_values = true)]
+    dagshub_token: Option<String>,
+    /// A file holding the access token, such as a mounted Kubernetes secret.
+    #[arg(long, alias = "dagshub_token_file")]
+    dagshub_token_file: Option<PathBuf>,
+    /// The MLflow tracking server [default: $MLFLOW_TRACKING_URI, else the DagsHub repository's].
+    #[arg(long)]
+    tracking_uri: Option<String>,
+    /// The policy: a file or a bundled name [default: model_comparison.policy, else threshold].
+    #[arg(long)]
+    policy: Option<String>,
+    /// How the registry marks the champion.
+    #[arg(long, value_enum, default_value_t = ModeArg::Stages)]
+    mode: ModeArg,
+    /// In aliases mode, the champion's alias.
+    #[arg(long, default_value = "champion")]
+    champion_alias: String,
+    /// In aliases mode, a held candidate's alias.
+    #[arg(long, default_value = "challenger")]
+    challenger_alias: String,
+    /// The experiment the candidate's run is logged in [default: the model name].
+    #[arg(long)]
+    experiment: Option<String>,
+    /// The Kubeflow run this push belongs to, recorded as a tag.
+    #[arg(long, env = "KFP_RUN_ID")]
+    pipeline_run_id: Option<String>,
+    /// Where to write the decision and what was done, as JSON.
+    #[arg(long)]
+    decision_out: Option<PathBuf>,
+    /// Read, find the champion and decide; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// The log file, as the seed wrote it.
+    #[arg(long, default_value = "logs/Model_Pusher.log")]
+    log_file: PathBuf,
+    /// Do not write a log file.
+    #[arg(long)]
+    no_log_file: bool,
+    /// How long to wait for a new model version to become READY, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    ready_timeout: u64,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModeArg {
+    /// Production / Staging / Archived stages (MLflow 2.x style, DagsHub's UI).
+    Stages,
+    /// `champion` / `challenger` aliases (MLflow's recommendation since 2.9).
+    Aliases,
 }
 
 #[derive(Debug, Args)]
@@ -157,8 +268,13 @@ impl RuntimeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, cli.verbose);
+    let log_file = match &cli.command {
+        Command::Push(args) if !args.no_log_file => Some(args.log_file.clone()),
+        _ => None,
+    };
+    init_logging(cli.log_format, cli.verbose, log_file.as_deref());
     let result = match cli.command {
+        Command::Push(args) => push_command(*args),
         Command::Decide(args) => decide(&args),
         Command::Policy(PolicyCommand::Inspect { policy, runtime }) => inspect(&policy, &runtime),
         Command::Policy(PolicyCommand::Test {
@@ -179,8 +295,18 @@ fn main() -> ExitCode {
 
 fn exit_for(error: &anyhow::Error) -> Exit {
     for cause in error.chain() {
-        if cause.is::<model_pusher::inputs::InputError>() {
+        if cause.is::<model_pusher::inputs::InputError>()
+            || cause.is::<credentials::CredentialsError>()
+            || cause.is::<UsageError>()
+        {
             return Exit::BadInput;
+        }
+        if let Some(error) = cause.downcast_ref::<push::PushError>() {
+            return match error {
+                push::PushError::Policy(_) => Exit::Policy,
+                error if error.is_unauthorized() => Exit::Auth,
+                push::PushError::Registry { .. } => Exit::Registry,
+            };
         }
         if let Some(error) = cause.downcast_ref::<policy::PolicyError>() {
             return match error {
@@ -195,22 +321,232 @@ fn exit_for(error: &anyhow::Error) -> Exit {
     Exit::Failure
 }
 
-fn init_logging(format: LogFormat, verbose: u8) {
+type BoxedLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+
+/// Logs to stderr and, for a push, to a file as the seed did; `--log-format json` is for
+/// cluster log collectors. The HTTP client's own logs stay at warn: they would add nothing
+/// an operator acts on.
+fn init_logging(format: LogFormat, verbose: u8, file: Option<&Path>) {
     let default = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
+        0 => "info,hyper=warn,reqwest=warn",
+        1 => "debug,hyper=warn,reqwest=warn,h2=warn,rustls=warn",
+        _ => "trace,hyper=warn,reqwest=warn,h2=warn,rustls=warn",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MODEL_PUSHER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("MODEL_PUSHER_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
+    };
+    let layer =
+        |writer: tracing_subscriber::fmt::writer::BoxMakeWriter, ansi: bool| -> BoxedLayer {
+            let fmt = tracing_subscriber::fmt::layer()
+                .with_writer(writer)
+                .with_ansi(ansi)
+                .with_target(false);
+            match format {
+                LogFormat::Text => fmt.with_filter(filter()).boxed(),
+                LogFormat::Json => fmt.json().with_filter(filter()).boxed(),
+            }
+        };
+
+    let mut layers = vec![layer(
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    )];
+    let mut file_error = None;
+    if let Some(path) = file {
+        let opened = path
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+            });
+        match opened {
+            Ok(file) => layers.push(layer(
+                tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::sync::Mutex::new(file)),
+                false,
+            )),
+            Err(error) => {
+                file_error = Some(format!("cannot write log file {}: {error}", path.display()))
+            }
+        }
     }
+    tracing_subscriber::registry().with(layers).init();
+    if let Some(message) = file_error {
+        tracing::warn!("{message}; logging to stderr only");
+    }
+}
+
+/// A command-line argument that cannot be used; the message names it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+/// The push's arguments with the seed's positional ones merged in; flags win.
+struct Resolved {
+    owner: Option<String>,
+    repo: Option<String>,
+    model_name: String,
+    stage: Stage,
+    params: PathBuf,
+    model: PathBuf,
+    metrics: PathBuf,
+    user: Option<String>,
+    cli_token: Option<Secret>,
+}
+
+fn resolve_push_args(args: &PushArgs) -> anyhow::Result<Resolved> {
+    let seed: Option<&[String]> = match args.seed.len() {
+        0 => None,
+        9 => Some(&args.seed),
+        n => {
+            return Err(UsageError(format!(
+                "expected the seed's nine positional arguments ({}), got {n}; or use the flags",
+                SEED_ARGUMENTS.join(" ")
+            ))
+            .into());
+        }
+    };
+    let positional = |index: usize| seed.and_then(|seed| seed.get(index)).cloned();
+    let required = |flag: Option<String>, index: usize| {
+        flag.or_else(|| positional(index)).ok_or_else(|| {
+            UsageError(format!(
+                "missing --{}",
+                SEED_ARGUMENTS[index].replace('_', "-")
+            ))
+        })
+    };
+    let path = |flag: &Option<PathBuf>, index: usize| {
+        required(flag.as_ref().map(|path| path.display().to_string()), index).map(PathBuf::from)
+    };
+    let stage_text = args
+        .stage
+        .clone()
+        .or_else(|| positional(3))
+        .unwrap_or_else(|| "Production".to_owned());
+    let stage: Stage = stage_text
+        .parse()
+        .map_err(|error| UsageError(format!("--stage: {error}")))?;
+    if matches!(stage, Stage::None | Stage::Archived) {
+        return Err(UsageError(format!(
+            "--stage {stage} cannot hold a champion; use Production (or Staging)"
+        ))
+        .into());
+    }
+    Ok(Resolved {
+        owner: args.repo_owner_name.clone().or_else(|| positional(0)),
+        repo: args.repo_name.clone().or_else(|| positional(1)),
+        model_name: required(args.model_name.clone(), 2)?,
+        stage,
+        params: path(&args.param_path, 4)?,
+        model: path(&args.model_path, 5)?,
+        metrics: path(&args.metrics_path, 6)?,
+        user: args.dagshub_username.clone().or_else(|| positional(7)),
+        cli_token: args
+            .dagshub_token
+            .clone()
+            .or_else(|| positional(8))
+            .filter(|token| !token.is_empty())
+            .map(Secret::new),
+    })
+}
+
+fn push_command(args: PushArgs) -> anyhow::Result<Exit> {
+    let resolved = resolve_push_args(&args)?;
+
+    // Every input is read and checked before the registry is contacted.
+    let settings = Settings::read(&resolved.params)?;
+    let inputs = PushInputs {
+        candidate: Metrics::read(&resolved.metrics)?,
+        model: ModelDir::find(&resolved.model)?,
+        settings,
+    };
+    let policy_name = match &args.policy {
+        Some(policy) => policy.clone(),
+        None => inputs
+            .settings
+            .host_string("policy")?
+            .unwrap_or(policy::DEFAULT_POLICY)
+            .to_owned(),
+    };
+    let policy = args.runtime.load(&policy_name)?;
+
+    let credentials = credentials::resolve(
+        &CredentialRequest {
+            tracking_uri: args.tracking_uri.clone(),
+            repo_owner: resolved.owner.clone(),
+            repo_name: resolved.repo.clone(),
+            dagshub_user: resolved.user.clone(),
+            token_file: args.dagshub_token_file.clone(),
+            cli_token: resolved.cli_token.clone(),
+        },
+        |name| std::env::var(name).ok(),
+    )?;
+    if credentials.token_visible_in_process_list {
+        tracing::warn!(
+            "the access token was given on the command line, where the process list and the \
+             pipeline spec show it; mount it as a file (--dagshub-token-file) or set \
+             DAGSHUB_USER_TOKEN instead"
+        );
+    }
+    let client = MlflowClient::new(credentials.server.clone(), credentials.auth.clone())?;
+    tracing::info!(
+        server = client.server(),
+        user = client.principal(),
+        model = resolved.model_name.as_str(),
+        policy = policy.info().name.as_str(),
+        "pushing"
+    );
+
+    let options = PushOptions {
+        model_name: resolved.model_name.clone(),
+        mode: match args.mode {
+            ModeArg::Stages => Mode::Stages {
+                stage: resolved.stage,
+            },
+            ModeArg::Aliases => Mode::Aliases {
+                champion: args.champion_alias.clone(),
+                challenger: args.challenger_alias.clone(),
+            },
+        },
+        experiment: args
+            .experiment
+            .clone()
+            .unwrap_or_else(|| resolved.model_name.clone()),
+        pipeline_run_id: args.pipeline_run_id.clone(),
+        dry_run: args.dry_run,
+        ready_timeout: Duration::from_secs(args.ready_timeout),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = runtime.block_on(push::push(&client, &policy, &inputs, &options))?;
+
+    eprint!("{}", report.decision.table());
+    for action in &report.actions {
+        let prefix = if report.dry_run { "would " } else { "" };
+        tracing::info!(model = report.model_name.as_str(), "{prefix}{action}");
+    }
+    tracing::info!(
+        model = report.model_name.as_str(),
+        version = report.model_version.as_deref().unwrap_or("-"),
+        run_id = report.run_id.as_deref().unwrap_or("-"),
+        verdict = %report.decision.verdict,
+        champion = report.champion.as_deref().unwrap_or("none"),
+        requests = report.requests,
+        "{}",
+        if report.dry_run { "dry run: nothing written" } else { "pushed" }
+    );
+    if let Some(path) = &args.decision_out {
+        push::write_report(&report, path)
+            .with_context(|| format!("cannot write the decision to {}", path.display()))?;
+    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(Exit::Ok)
 }
 
 fn decide(args: &DecideArgs) -> anyhow::Result<Exit> {
