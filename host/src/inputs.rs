@@ -275,6 +275,46 @@ impl Metrics {
     }
 }
 
+/// Checks that the candidate has a usable value for the seed's `primary_metric`, when the
+/// settings name one: a push of a model whose evaluation produced no usable value is a broken
+/// input, stopped before the registry is contacted. (`decide` leaves this judgement to the
+/// policy, which rejects such a candidate.)
+///
+/// # Errors
+///
+/// When the metric is missing from `metrics_file` or is NaN or infinite.
+pub fn check_primary_metric(
+    settings: &Settings,
+    metrics: &Metrics,
+    metrics_file: &Path,
+) -> Result<(), InputError> {
+    let Some(primary) = settings.host_string("primary_metric")? else {
+        return Ok(());
+    };
+    let file = if metrics_file.is_dir() {
+        metrics_file.join(METRICS_FILE)
+    } else {
+        metrics_file.to_owned()
+    };
+    let problem = match metrics.values.get(primary) {
+        None => format!(
+            "is missing: {} names it as {SETTINGS_SECTION}.primary_metric; check the evaluation \
+             step's output",
+            settings.source.display()
+        ),
+        Some(value) if !value.is_finite() => format!(
+            "is {value}: the evaluation step produced no usable value, so the candidate cannot \
+             be judged"
+        ),
+        Some(_) => return Ok(()),
+    };
+    Err(InputError::Field {
+        path: file,
+        field: primary.to_owned(),
+        problem,
+    })
+}
+
 /// The model to push: a directory holding at least one file, normally the seed's `model.pkl`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelDir {
@@ -431,6 +471,29 @@ model_comparison:
         let from_dir = Metrics::read(dir.path()).unwrap();
         let from_file = Metrics::read(&dir.path().join(METRICS_FILE)).unwrap();
         assert_eq!(from_dir, from_file);
+    }
+
+    #[test]
+    fn nan_primary_metric_is_an_input_error_naming_the_metric() {
+        let settings = Settings::parse(Path::new("params.yaml"), SEED_PARAMS).unwrap();
+        let metrics = Metrics::parse(Path::new("m.json"), r#"{"accuracy": NaN}"#).unwrap();
+        let error = check_primary_metric(&settings, &metrics, Path::new("/m/metrics.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("/m/metrics.json: field `accuracy` is NaN"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn missing_primary_metric_is_an_input_error() {
+        let settings = Settings::parse(Path::new("params.yaml"), SEED_PARAMS).unwrap();
+        let metrics = Metrics::parse(Path::new("m.json"), r#"{"auc": 0.9}"#).unwrap();
+        let error = check_primary_metric(&settings, &metrics, Path::new("/m/metrics.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("field `accuracy` is missing"), "{error}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use model_pusher::cases;
 use model_pusher::credentials::{self, CredentialRequest, Secret};
-use model_pusher::inputs::{Metrics, ModelDir, Settings};
+use model_pusher::inputs::{self, Metrics, ModelDir, Settings};
 use model_pusher::policy::{
     self, ChampionInput, CompiledCache, DecisionInput, Limits, Policy, PolicyRuntime,
 };
@@ -459,8 +459,10 @@ fn push_command(args: PushArgs) -> anyhow::Result<Exit> {
 
     // Every input is read and checked before the registry is contacted.
     let settings = Settings::read(&resolved.params)?;
+    let candidate = Metrics::read(&resolved.metrics)?;
+    inputs::check_primary_metric(&settings, &candidate, &resolved.metrics)?;
     let inputs = PushInputs {
-        candidate: Metrics::read(&resolved.metrics)?,
+        candidate,
         model: ModelDir::find(&resolved.model)?,
         settings,
     };

@@ -7,6 +7,7 @@
 mod cache;
 mod cli;
 mod multi_metric;
+mod push;
 mod registry;
 mod sandbox;
 mod support;

@@ -1,2 +1,3 @@
+pub mod fixture;
 pub mod mlflow;
 pub mod policies;
