@@ -4,6 +4,7 @@ pandas Series of texts. model-pusher logs the model through the REST API and wri
 file itself, so this is the proof that the file says enough for MLflow to load the model.
 
 usage: check_pyfunc.py NAME VERSION [--no-warnings]
+VERSION is a version number, a stage (Production) or an alias written @champion.
 
 The tracking server is $MLFLOW_TRACKING_URI. Prints the two predictions; exits 1 when the model
 does not load or does not predict one label per text, and, with --no-warnings, when MLflow warned
@@ -40,9 +41,11 @@ def fail(message):
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(description="Load models:/NAME/VERSION with mlflow.pyfunc.")
+    parser = argparse.ArgumentParser(
+        description="Load models:/NAME/VERSION with mlflow.pyfunc and predict."
+    )
     parser.add_argument("name", help="registered model name")
-    parser.add_argument("version", help="model version number")
+    parser.add_argument("version", help="version number, stage, or @alias")
     parser.add_argument(
         "--no-warnings", action="store_true", help="fail when MLflow warns while loading"
     )
@@ -58,7 +61,10 @@ def main(argv):
 
     recorder = Recorder()
     logging.getLogger("mlflow").addHandler(recorder)
-    uri = f"models:/{args.name}/{args.version}"
+    if args.version.startswith("@"):
+        uri = f"models:/{args.name}{args.version}"
+    else:
+        uri = f"models:/{args.name}/{args.version}"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
