@@ -196,13 +196,12 @@ pub enum CredentialsError {
         uri: String,
     },
     /// The token file could not be read.
-    #[error("cannot read token file {}: {source}; check that the secret is mounted there", path.display())]
+    #[error("cannot read token file {}: {error}; check that the secret is mounted there", path.display())]
     TokenFile {
         /// The path of the token file.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying error, which the message includes.
+        error: std::io::Error,
     },
     /// The token file or an environment variable is empty.
     #[error("{origin} is empty; put the access token there or unset it")]
@@ -348,7 +347,7 @@ fn read_token_file(path: &Path) -> Result<Secret, CredentialsError> {
     let mut contents =
         std::fs::read_to_string(path).map_err(|source| CredentialsError::TokenFile {
             path: path.to_owned(),
-            source,
+            error: source,
         })?;
     let trimmed_len = contents.trim_end_matches(['\n', '\r']).len();
     contents.truncate(trimmed_len);

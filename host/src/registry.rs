@@ -8,15 +8,21 @@
 //!
 //! Every request gets a `tracing` debug span named `mlflow_request` with the method and the
 //! endpoint (never headers), and is counted ([`MlflowClient::requests_made`]).
+//!
+//! Transient failures ([`RegistryError::is_transient`]) are retried as [`RetryPolicy`] says; a
+//! write is repeated only when repeating it cannot apply it twice (the table is on
+//! [`RetryPolicy`]): otherwise the failure is [`RegistryError::Ambiguous`] and the caller
+//! checks before repeating. Every attempt is a counted request; each retry is logged at warn.
 
 mod error;
+mod retry;
 mod types;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, Response, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -26,6 +32,7 @@ use tracing::Instrument;
 use crate::credentials::Auth;
 
 pub use error::RegistryError;
+pub use retry::RetryPolicy;
 pub use types::{
     Experiment, FileInfo, KeyValue, Metric, ModelAlias, ModelVersion, ModelVersionStatus,
     RegisteredModel, Run, RunData, RunInfo, RunStatus, Stage, UnknownStage, parse_metric_value,
@@ -54,6 +61,7 @@ pub struct MlflowClient {
     server: String,
     auth: Auth,
     request_timeout: Duration,
+    retry: RetryPolicy,
     requests: AtomicUsize,
 }
 
@@ -102,8 +110,22 @@ impl MlflowClient {
             server: display,
             auth,
             request_timeout: Duration::from_secs(60),
+            retry: RetryPolicy::default(),
             requests: AtomicUsize::new(0),
         })
+    }
+
+    /// Sets how transient failures are retried (default [`RetryPolicy::default`]; use
+    /// [`RetryPolicy::none`] to make one request per call).
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        tracing::debug!(server = %self.server, policy = %policy, "retry policy");
+        self.retry = policy;
+        self
+    }
+
+    /// How transient failures are retried.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
     }
 
     /// Sets the timeout of each API call (default 60 s). Artifact uploads have no overall
@@ -123,7 +145,7 @@ impl MlflowClient {
         self.auth.principal()
     }
 
-    /// How many HTTP requests this client has sent so far.
+    /// How many HTTP requests this client has sent so far, every retry included.
     pub fn requests_made(&self) -> usize {
         self.requests.load(Ordering::Relaxed)
     }
@@ -279,24 +301,26 @@ impl MlflowClient {
         artifact_path: &str,
     ) -> Result<()> {
         let url = self.artifact_url(run, artifact_path)?;
-        let file = tokio::fs::File::open(local)
-            .await
-            .map_err(|source| local_error(local, source))?;
-        let metadata = file
-            .metadata()
-            .await
-            .map_err(|source| local_error(local, source))?;
-        let stream = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024);
-        let request = self
-            .http
-            .put(url)
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .header(CONTENT_LENGTH, HeaderValue::from(metadata.len()))
-            .body(reqwest::Body::wrap_stream(stream));
-        let response = self
-            .send(Method::PUT, ARTIFACTS_ENDPOINT.to_owned(), request)
-            .await?;
-        self.check(response, ARTIFACTS_ENDPOINT).await.map(drop)
+        // A stream cannot be replayed: each attempt opens the file again and sends all of it.
+        self.retrying(&Method::PUT, ARTIFACTS_ENDPOINT, true, async || {
+            let file = tokio::fs::File::open(local)
+                .await
+                .map_err(|source| local_error(local, source))?;
+            let metadata = file
+                .metadata()
+                .await
+                .map_err(|source| local_error(local, source))?;
+            let stream = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024);
+            let request = self
+                .http
+                .put(url.clone())
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_LENGTH, HeaderValue::from(metadata.len()))
+                .body(reqwest::Body::wrap_stream(stream));
+            let response = self.send(Method::PUT, ARTIFACTS_ENDPOINT, request).await?;
+            self.check(response, ARTIFACTS_ENDPOINT).await.map(drop)
+        })
+        .await
     }
 
     /// Uploads every file under a local directory as run artifacts under `artifact_dir`,
@@ -358,9 +382,13 @@ impl MlflowClient {
         segments.extend(split_artifact_path(dir, true)?);
         let path = segments.join("/");
         let url = self.url(&ARTIFACTS_API, &["artifacts"]);
-        let request = self.http.get(url).query(&[("path", path.as_str())]);
         let answer: Value = self
-            .json_call(Method::GET, ARTIFACTS_ENDPOINT, request)
+            .json_call(Method::GET, ARTIFACTS_ENDPOINT, true, || {
+                self.http
+                    .get(url.clone())
+                    .query(&[("path", path.as_str())])
+                    .timeout(self.request_timeout)
+            })
             .await?;
         match answer.get("files") {
             None => Ok(Vec::new()),
@@ -371,16 +399,17 @@ impl MlflowClient {
     /// Downloads one run artifact into memory; meant for small files such as `MLmodel`.
     pub async fn download_artifact(&self, run: &RunInfo, artifact_path: &str) -> Result<Vec<u8>> {
         let url = self.artifact_url(run, artifact_path)?;
-        let request = self.http.get(url).timeout(self.request_timeout);
-        let response = self
-            .send(Method::GET, ARTIFACTS_ENDPOINT.to_owned(), request)
-            .await?;
-        let response = self.check(response, ARTIFACTS_ENDPOINT).await?;
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|source| self.transport(ARTIFACTS_ENDPOINT, source))?;
-        Ok(bytes.to_vec())
+        self.retrying(&Method::GET, ARTIFACTS_ENDPOINT, true, async || {
+            let request = self.http.get(url.clone()).timeout(self.request_timeout);
+            let response = self.send(Method::GET, ARTIFACTS_ENDPOINT, request).await?;
+            let response = self.check(response, ARTIFACTS_ENDPOINT).await?;
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|source| self.transport(ARTIFACTS_ENDPOINT, source))?;
+            Ok(bytes.to_vec())
+        })
+        .await
     }
 
     // ----- registered models -----
@@ -591,16 +620,17 @@ impl MlflowClient {
         // The server reads DELETE parameters from a JSON body, not from the query string.
         let url = self.url(&API, &["registered-models", "alias"]);
         let body = json!({ "name": name, "alias": alias });
-        let request = self
-            .http
-            .delete(url)
-            .json(&body)
-            .timeout(self.request_timeout);
         let _: Value = self
             .json_call(
                 Method::DELETE,
                 &endpoint("registered-models/alias"),
-                request,
+                true,
+                || {
+                    self.http
+                        .delete(url.clone())
+                        .json(&body)
+                        .timeout(self.request_timeout)
+                },
             )
             .await?;
         Ok(())
@@ -649,55 +679,68 @@ impl MlflowClient {
 
     async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value> {
         let segments: Vec<&str> = path.split('/').collect();
-        let request = self
-            .http
-            .get(self.url(&API, &segments))
-            .query(query)
-            .timeout(self.request_timeout);
-        self.json_call(Method::GET, &endpoint(path), request).await
+        let url = self.url(&API, &segments);
+        let idempotent = retry::is_idempotent(&Method::GET, path);
+        self.json_call(Method::GET, &endpoint(path), idempotent, || {
+            self.http
+                .get(url.clone())
+                .query(query)
+                .timeout(self.request_timeout)
+        })
+        .await
     }
 
     async fn post<B: Serialize + ?Sized>(&self, path: &str, body: &B) -> Result<Value> {
         let segments: Vec<&str> = path.split('/').collect();
-        let request = self
-            .http
-            .post(self.url(&API, &segments))
-            .json(body)
-            .timeout(self.request_timeout);
-        self.json_call(Method::POST, &endpoint(path), request).await
+        let url = self.url(&API, &segments);
+        let idempotent = retry::is_idempotent(&Method::POST, path);
+        self.json_call(Method::POST, &endpoint(path), idempotent, || {
+            self.http
+                .post(url.clone())
+                .json(body)
+                .timeout(self.request_timeout)
+        })
+        .await
     }
 
+    /// Sends the request `build` makes, retrying as the policy says, and reads the answer as
+    /// JSON; each attempt builds the request anew.
     async fn json_call(
         &self,
         method: Method,
         endpoint: &str,
-        request: RequestBuilder,
+        idempotent: bool,
+        build: impl Fn() -> RequestBuilder,
     ) -> Result<Value> {
-        let response = self.send(method, endpoint.to_owned(), request).await?;
-        let response = self.check(response, endpoint).await?;
-        let content_type = content_type(&response);
-        let text = response
-            .text()
-            .await
-            .map_err(|source| self.transport(endpoint, source))?;
-        if text.trim().is_empty() {
-            return Ok(Value::Object(Default::default()));
-        }
-        serde_json::from_str(&text).map_err(|err| RegistryError::Decode {
-            server: self.server.clone(),
-            endpoint: endpoint.to_owned(),
-            detail: format!(
-                "expected json but got {}: {err}: {}",
-                content_type.as_deref().unwrap_or("no content type"),
-                excerpt(&text)
-            ),
+        self.retrying(&method, endpoint, idempotent, async || {
+            let response = self.send(method.clone(), endpoint, build()).await?;
+            let response = self.check(response, endpoint).await?;
+            let content_type = content_type(&response);
+            let text = response
+                .text()
+                .await
+                .map_err(|source| self.transport(endpoint, source))?;
+            if text.trim().is_empty() {
+                return Ok(Value::Object(Default::default()));
+            }
+            serde_json::from_str(&text).map_err(|err| RegistryError::Decode {
+                server: self.server.clone(),
+                endpoint: endpoint.to_owned(),
+                detail: format!(
+                    "expected json but got {}: {err}: {}",
+                    content_type.as_deref().unwrap_or("no content type"),
+                    excerpt(&text)
+                ),
+            })
         })
+        .await
     }
 
+    /// Sends one request (one attempt), counted and traced.
     async fn send(
         &self,
         method: Method,
-        endpoint: String,
+        endpoint: &str,
         request: RequestBuilder,
     ) -> Result<Response> {
         let request = match &self.auth {
@@ -725,7 +768,7 @@ impl MlflowClient {
                 }
                 Err(err) => tracing::debug!(error = %err, "no answer"),
             }
-            result.map_err(|source| self.transport(&endpoint, source))
+            result.map_err(|source| self.transport(endpoint, source))
         }
         .instrument(span)
         .await
@@ -746,6 +789,11 @@ impl MlflowClient {
             });
         }
         let content_type = content_type(&response);
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(retry::parse_retry_after);
         let text = response.text().await.unwrap_or_default();
         let mlflow_error = serde_json::from_str::<Value>(&text).ok().and_then(|body| {
             let code = body.get("error_code")?.as_str()?.to_owned();
@@ -770,6 +818,7 @@ impl MlflowClient {
                 status: status.as_u16(),
                 body_excerpt: format!("{code}: {}", excerpt(&message)),
                 error_code: Some(code),
+                retry_after,
             }),
             None => {
                 let kind = content_type.as_deref().unwrap_or("no content type");
@@ -784,16 +833,17 @@ impl MlflowClient {
                     status: status.as_u16(),
                     error_code: None,
                     body_excerpt: format!("non-json answer ({kind}), {hint}: {}", excerpt(&text)),
+                    retry_after,
                 })
             }
         }
     }
 
-    fn transport(&self, endpoint: &str, source: reqwest::Error) -> RegistryError {
+    fn transport(&self, endpoint: &str, error: reqwest::Error) -> RegistryError {
         RegistryError::Transport {
             server: self.server.clone(),
             endpoint: endpoint.to_owned(),
-            source,
+            error,
         }
     }
 
@@ -885,7 +935,7 @@ fn excerpt(text: &str) -> String {
 fn local_error(path: &Path, source: std::io::Error) -> RegistryError {
     RegistryError::LocalFile {
         path: path.to_owned(),
-        source,
+        error: source,
     }
 }
 

@@ -8,15 +8,16 @@
     reason = "the behaviours are async fns called from #[test]s, which clippy's allow-unwrap-in-tests does not see"
 )]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use model_pusher::credentials::{Auth, Secret};
 use model_pusher::registry::{
-    KeyValue, Metric, MlflowClient, ModelVersionStatus, RegistryError, Run, RunQuery, RunStatus,
-    Stage, VersionQuery,
+    KeyValue, Metric, MlflowClient, ModelVersionStatus, RegistryError, RetryPolicy, Run, RunQuery,
+    RunStatus, Stage, VersionQuery,
 };
 
 use crate::support::mlflow::{self, ADMIN_PASSWORD, ADMIN_USER, Flavor};
+use crate::support::proxy::{At, Fault, FaultKind, FaultProxy};
 
 macro_rules! against_both {
     ($($behaviour:ident),* $(,)?) => {$(
@@ -56,6 +57,22 @@ against_both!(
     versions_are_searched_by_name_and_tag_filter,
     unknown_route_is_reported_as_non_json_404,
     requests_are_counted,
+    get_is_retried_after_two_503s_and_succeeds,
+    html_502_from_a_gateway_is_retried,
+    timed_out_get_is_retried,
+    answer_cut_off_mid_body_is_retried,
+    run_create_answer_cut_off_mid_body_is_ambiguous,
+    run_create_reset_after_forwarding_is_ambiguous_and_leaves_one_run,
+    run_create_refused_with_503_is_retried_and_creates_one_run,
+    version_create_reset_after_forwarding_is_ambiguous_and_leaves_one_version,
+    idempotent_tag_write_is_repeated_after_a_reset,
+    rate_limited_request_waits_for_retry_after,
+    retry_after_beyond_the_budget_gives_up_at_once,
+    server_error_500_is_not_retried,
+    non_json_success_is_not_retried,
+    attempts_stop_at_max_attempts,
+    retry_budget_bounds_the_attempts,
+    upload_cut_off_twice_is_resent_whole,
 );
 
 const MLMODEL: &str =
@@ -528,4 +545,418 @@ async fn unreachable_server_is_a_transport_error_naming_it() {
     let message = err.to_string();
     assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
     assert!(message.contains("/api/2.0/mlflow/runs/get"), "{message}");
+}
+
+// ----- retries, through a fault-injecting proxy -----
+
+/// Quick retries, so that the tests do not wait for the default backoff.
+fn quick_retries() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 5,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(50),
+        budget: Duration::from_secs(30),
+    }
+}
+
+/// A proxy in front of the shared server of `flavor` and a client talking through it.
+fn proxied(flavor: Flavor, policy: RetryPolicy) -> (FaultProxy, MlflowClient) {
+    let proxy = FaultProxy::start(&mlflow::shared(flavor).url());
+    let client = MlflowClient::new(proxy.url(), Auth::Anonymous)
+        .unwrap()
+        .with_retry(policy);
+    (proxy, client)
+}
+
+fn on(path: &str, kind: FaultKind) -> Fault {
+    Fault::new(At::PathContains(path.into()), kind)
+}
+
+async fn runs_in(direct: &MlflowClient, experiment_id: &str) -> Vec<Run> {
+    direct
+        .search_runs(&RunQuery {
+            experiment_ids: vec![experiment_id.to_owned()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+async fn get_is_retried_after_two_503s_and_succeeds(flavor: Flavor) {
+    let name = mlflow::unique_name("exp");
+    let created = client(flavor)
+        .get_or_create_experiment(&name)
+        .await
+        .unwrap();
+    let (proxy, client) = proxied(flavor, quick_retries());
+    proxy.inject(on("experiments/get-by-name", FaultKind::Status(503)).times(2));
+
+    let found = client.get_experiment_by_name(&name).await.unwrap();
+
+    assert_eq!(found.map(|e| e.experiment_id), Some(created.experiment_id));
+    assert_eq!(proxy.count("experiments/get-by-name"), 3);
+    assert_eq!(client.requests_made(), 3);
+}
+
+async fn html_502_from_a_gateway_is_retried(flavor: Flavor) {
+    let (proxy, client) = proxied(flavor, quick_retries());
+    proxy.inject(on("registered-models/get", FaultKind::Html(502)));
+    let found = client
+        .get_registered_model(&mlflow::unique_name("never-registered"))
+        .await
+        .unwrap();
+    assert_eq!(found, None);
+    assert_eq!(proxy.count("registered-models/get"), 2);
+}
+
+async fn timed_out_get_is_retried(flavor: Flavor) {
+    let (proxy, client) = proxied(flavor, quick_retries());
+    let client = client.with_request_timeout(Duration::from_millis(500));
+    proxy.inject(on(
+        "registered-models/get",
+        FaultKind::Delay(Duration::from_secs(3)),
+    ));
+    let started = Instant::now();
+    let found = client
+        .get_registered_model(&mlflow::unique_name("slow"))
+        .await
+        .unwrap();
+    assert_eq!(found, None);
+    assert_eq!(proxy.count("registered-models/get"), 2);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "waited for the delayed answer"
+    );
+}
+
+async fn answer_cut_off_mid_body_is_retried(flavor: Flavor) {
+    let direct = client(flavor);
+    let run = new_run(&direct).await;
+    let (proxy, client) = proxied(flavor, quick_retries());
+    proxy.inject(on("runs/get", FaultKind::ResetMidAnswer));
+    let back = client.get_run(&run.info.run_id).await.unwrap();
+    assert_eq!(back.info.run_id, run.info.run_id);
+    assert_eq!(proxy.count("runs/get"), 2);
+}
+
+async fn run_create_answer_cut_off_mid_body_is_ambiguous(flavor: Flavor) {
+    let direct = client(flavor);
+    let experiment = direct
+        .get_or_create_experiment(&mlflow::unique_name("exp"))
+        .await
+        .unwrap();
+    let (proxy, client) = proxied(flavor, quick_retries());
+    proxy.inject(on("runs/create", FaultKind::ResetMidAnswer));
+    let err = client
+        .create_run(&experiment.experiment_id, None, &[])
+        .await
+        .unwrap_err();
+    assert!(err.is_ambiguous(), "{err:?}");
+    assert_eq!(proxy.count("runs/create"), 1);
+    assert_eq!(runs_in(&direct, &experiment.experiment_id).await.len(), 1);
+}
+
+async fn run_create_reset_after_forwarding_is_ambiguous_and_leaves_one_run(flavor: Flavor) {
+    let direct = client(flavor);
+    let experiment = direct
+        .get_or_create_experiment(&mlflow::unique_name("exp"))
+        .await
+        .unwrap();
+    let (proxy, client) = proxied(flavor, quick_retries());
+    proxy.inject(on("runs/create", FaultKind::ResetAfterForward));
+
+    let err = client
+        .create_run(&experiment.experiment_id, Some("candidate"), &[])
+        .await
+        .unwrap_err();
+
+    assert!(err.is_ambiguous(), "{err:?}");
+    assert!(
+        !err.is_transient(),
+        "an ambiguous write must not be repeated blindly"
+    );
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!(
+            "/api/2.0/mlflow/runs/create on {} may or may not have been applied: ",
+            client.server()
+        )),
+        "{message}"
+    );
+    assert!(message.ends_with("; re-run to resume"), "{message}");
+    assert_eq!(proxy.count("runs/create"), 1);
+    assert_eq!(client.requests_made(), 1);
+    assert_eq!(runs_in(&direct, &experiment.experiment_id).await.len(), 1);
+}
+
+async fn run_create_refused_with_503_is_retried_and_creates_one_run(flavor: Flavor) {
+    let direct = client(flavor);
+    let experiment = direct
+        .get_or_create_experiment(&mlflow::unique_name("exp"))
+        .await
+        .unwrap();
+    let (proxy, client) = proxied(flavor, quick_retries());
+    proxy.inject(on("runs/create", FaultKind::Status(503)));
+
+    let run = client
+        .create_run(&experiment.experiment_id, Some("candidate"), &[])
+        .await
+        .unwrap();
+
+    assert_eq!(proxy.count("runs/create"), 2);
+    let runs = runs_in(&direct, &experiment.experiment_id).await;
+    let ids: Vec<&str> = runs.iter().map(|r| r.info.run_id.as_str()).collect();
+    assert_eq!(ids, [run.info.run_id.as_str()]);
+}
+
+async fn version_create_reset_after_forwarding_is_ambiguous_and_leaves_one_version(flavor: Flavor) {
+    let direct = client(flavor);
+    let run = new_run(&direct).await;
+    let name = mlflow::unique_name("model");
+    direct.create_registered_model(&name, None).await.unwrap();
+    let (proxy, client) = proxied(flavor, quick_retries());
+    proxy.inject(on("model-versions/create", FaultKind::ResetAfterForward));
+
+    let err = client
+        .create_model_version(
+            &name,
+            &format!("runs:/{}/model", run.info.run_id),
+            Some(&run.info.run_id),
+            &[],
+            None,
+        )
+        .await
+        .unwrap_err();
+
+    assert!(err.is_ambiguous(), "{err:?}");
+    assert_eq!(proxy.count("model-versions/create"), 1);
+    let versions = direct
+        .search_model_versions(&VersionQuery {
+            filter: format!("name = '{name}'"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(versions.len(), 1, "{versions:?}");
+}
+
+async fn idempotent_tag_write_is_repeated_after_a_reset(flavor: Flavor) {
+    let direct = client(flavor);
+    let run = new_run(&direct).await;
+    let (proxy, client) = proxied(flavor, quick_retries());
+    proxy.inject(on("runs/set-tag", FaultKind::ResetAfterForward));
+    proxy.inject(on("runs/set-tag", FaultKind::ResetBeforeForward));
+
+    client
+        .set_run_tag(&run.info.run_id, "decision", "promote")
+        .await
+        .unwrap();
+
+    assert_eq!(proxy.count("runs/set-tag"), 3);
+    let back = direct.get_run(&run.info.run_id).await.unwrap();
+    assert_eq!(back.tag("decision"), Some("promote"));
+}
+
+async fn rate_limited_request_waits_for_retry_after(flavor: Flavor) {
+    let (proxy, client) = proxied(flavor, quick_retries());
+    proxy.inject(on(
+        "registered-models/get",
+        FaultKind::TooManyRequests {
+            retry_after_secs: 1,
+        },
+    ));
+    let started = Instant::now();
+    let found = client
+        .get_registered_model(&mlflow::unique_name("limited"))
+        .await
+        .unwrap();
+    assert_eq!(found, None);
+    assert_eq!(proxy.count("registered-models/get"), 2);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "retried after {:?}, before the server's Retry-After",
+        started.elapsed()
+    );
+}
+
+async fn retry_after_beyond_the_budget_gives_up_at_once(flavor: Flavor) {
+    let policy = RetryPolicy {
+        budget: Duration::from_secs(5),
+        ..quick_retries()
+    };
+    let (proxy, client) = proxied(flavor, policy);
+    proxy.inject(on(
+        "registered-models/get",
+        FaultKind::TooManyRequests {
+            retry_after_secs: 3600,
+        },
+    ));
+    let started = Instant::now();
+    let err = client
+        .get_registered_model(&mlflow::unique_name("limited"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RegistryError::Server { status: 429, .. }),
+        "{err:?}"
+    );
+    assert!(err.is_transient());
+    assert_eq!(proxy.count("registered-models/get"), 1);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+async fn server_error_500_is_not_retried(flavor: Flavor) {
+    let (proxy, client) = proxied(flavor, quick_retries());
+    proxy.inject(on("registered-models/get", FaultKind::Status(500)));
+    let err = client
+        .get_registered_model(&mlflow::unique_name("model"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RegistryError::Server { status: 500, .. }),
+        "{err:?}"
+    );
+    assert!(!err.is_transient());
+    assert_eq!(proxy.count("registered-models/get"), 1);
+    assert_eq!(client.requests_made(), 1);
+}
+
+async fn non_json_success_is_not_retried(flavor: Flavor) {
+    let (proxy, client) = proxied(flavor, quick_retries());
+    proxy.inject(on("registered-models/get", FaultKind::Html(200)));
+    let err = client
+        .get_registered_model(&mlflow::unique_name("model"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Decode { .. }), "{err:?}");
+    assert!(!err.is_transient());
+    assert_eq!(proxy.count("registered-models/get"), 1);
+}
+
+async fn attempts_stop_at_max_attempts(flavor: Flavor) {
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        ..quick_retries()
+    };
+    let (proxy, client) = proxied(flavor, policy);
+    proxy.inject(on("registered-models/get", FaultKind::Status(503)).times(100));
+    let err = client
+        .get_registered_model(&mlflow::unique_name("model"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RegistryError::Server { status: 503, .. }),
+        "{err:?}"
+    );
+    assert!(err.is_transient());
+    assert_eq!(proxy.count("registered-models/get"), 3);
+    assert_eq!(client.requests_made(), 3);
+}
+
+async fn retry_budget_bounds_the_attempts(flavor: Flavor) {
+    let policy = RetryPolicy {
+        max_attempts: 1000,
+        initial_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_millis(100),
+        budget: Duration::from_millis(600),
+    };
+    let (proxy, client) = proxied(flavor, policy);
+    proxy.inject(on("registered-models/get", FaultKind::Status(503)).times(usize::MAX));
+    let started = Instant::now();
+    let err = client
+        .get_registered_model(&mlflow::unique_name("model"))
+        .await
+        .unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(err.is_transient(), "{err:?}");
+    let attempts = proxy.count("registered-models/get");
+    assert!((2..1000).contains(&attempts), "{attempts} attempts");
+    assert!(
+        elapsed < Duration::from_millis(600) + Duration::from_secs(1),
+        "gave up after {elapsed:?}"
+    );
+}
+
+async fn upload_cut_off_twice_is_resent_whole(flavor: Flavor) {
+    let direct = client(flavor);
+    let run = new_run(&direct).await;
+    let contents: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &contents).unwrap();
+    let (proxy, client) = proxied(flavor, quick_retries());
+    // Cut off while the body streams, then after the server stored the whole file.
+    proxy.inject(on("model.pkl", FaultKind::Refuse));
+    proxy.inject(on("model.pkl", FaultKind::ResetAfterForward));
+
+    client
+        .upload_artifact(&run.info, file.path(), "model/model.pkl")
+        .await
+        .unwrap();
+
+    let puts: Vec<_> = proxy
+        .log()
+        .into_iter()
+        .filter(|r| r.method == "PUT")
+        .collect();
+    assert_eq!(puts.len(), 3, "{puts:?}");
+    let downloaded = direct
+        .download_artifact(&run.info, "model/model.pkl")
+        .await
+        .unwrap();
+    assert!(downloaded == contents, "downloaded bytes differ");
+}
+
+#[tokio::test]
+async fn unreachable_server_run_create_is_retried_and_not_ambiguous() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = reqwest::Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        ..quick_retries()
+    };
+    let client = MlflowClient::new(url, Auth::Anonymous)
+        .unwrap()
+        .with_retry(policy);
+    let err = client.create_run("0", None, &[]).await.unwrap_err();
+    assert!(matches!(err, RegistryError::Transport { .. }), "{err:?}");
+    assert!(err.is_transient());
+    assert_eq!(client.requests_made(), 3);
+}
+
+#[tokio::test]
+async fn proxy_logs_requests_and_reset_restarts_the_count() {
+    let (proxy, client) = proxied(Flavor::Mlflow3, RetryPolicy::none());
+    proxy.inject(Fault::new(At::Nth(1), FaultKind::Status(503)));
+    let name = mlflow::unique_name("model");
+    client.get_registered_model(&name).await.unwrap();
+    let err = client.get_registered_model(&name).await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    client.get_registered_model(&name).await.unwrap();
+
+    let log = proxy.log();
+    let faults: Vec<_> = log.iter().map(|r| (r.index, r.fault.clone())).collect();
+    assert_eq!(
+        faults,
+        [(0, None), (1, Some(FaultKind::Status(503))), (2, None)]
+    );
+    assert!(log.iter().all(|r| {
+        r.method == "GET"
+            && r.path
+                .starts_with("/api/2.0/mlflow/registered-models/get?name=")
+    }));
+
+    proxy.inject(Fault::new(At::Nth(0), FaultKind::Status(503)).times(usize::MAX));
+    proxy.clear_faults();
+    client.get_registered_model(&name).await.unwrap();
+    assert_eq!(proxy.requests(), 4, "clearing the faults keeps the log");
+
+    proxy.reset();
+    assert_eq!(proxy.requests(), 0);
+    proxy.inject(Fault::new(At::Nth(0), FaultKind::Status(503)));
+    assert!(client.get_registered_model(&name).await.is_err());
+    assert_eq!(proxy.log()[0].index, 0);
 }

@@ -1,3 +1,4 @@
 pub mod fixture;
 pub mod mlflow;
 pub mod policies;
+pub mod proxy;

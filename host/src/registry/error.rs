@@ -45,19 +45,35 @@ pub enum RegistryError {
         error_code: Option<String>,
         /// MLflow's message, or the start of a non-JSON body with a hint.
         body_excerpt: String,
+        /// How long the server asked us to wait (`Retry-After` in seconds), when it said.
+        retry_after: Option<Duration>,
     },
     /// The request did not get an answer (connection refused, TLS, timeout, ...).
     #[error(
-        "could not reach {server} ({endpoint}): {source}; check the tracking uri and the network"
+        "could not reach {server} ({endpoint}): {}; check the tracking uri and the network",
+        describe(error)
     )]
     Transport {
         /// The tracking server.
         server: String,
         /// The endpoint called.
         endpoint: String,
-        /// The underlying error.
-        #[source]
-        source: reqwest::Error,
+        /// The client's error. Its causes are in the message, so it is not reported as the
+        /// error's source: a chain printer would repeat them.
+        error: reqwest::Error,
+    },
+    /// A write that is not idempotent (`runs/create`, `model-versions/create`) failed in a way
+    /// that does not say whether the server applied it (a reset after the request was sent, a
+    /// timeout, a 502 or 504 from a gateway). It is not repeated blindly: check whether the
+    /// write happened (e.g. search for the run or version by its tags) before repeating it.
+    #[error("{endpoint} on {server} may or may not have been applied: {cause}; re-run to resume")]
+    Ambiguous {
+        /// The tracking server.
+        server: String,
+        /// The endpoint called.
+        endpoint: String,
+        /// The failure of the last attempt, which the message includes.
+        cause: Box<RegistryError>,
     },
     /// A success answer that is not the JSON expected.
     #[error(
@@ -78,16 +94,15 @@ pub enum RegistryError {
         server: String,
     },
     /// The HTTP client could not be built.
-    #[error("cannot build the http client: {0}")]
-    Client(#[source] reqwest::Error),
+    #[error("cannot build the http client: {}", describe(.0))]
+    Client(reqwest::Error),
     /// A local file to upload could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {error}", path.display())]
     LocalFile {
         /// The local path.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying error, which the message includes.
+        error: std::io::Error,
     },
     /// An artifact path is empty, absolute or climbs out with `..`.
     #[error(
@@ -145,6 +160,44 @@ impl RegistryError {
         matches!(self, RegistryError::NotFound { .. })
     }
 
+    /// Whether the failure is transient: asking again later may succeed. True for a request
+    /// that got no (complete) answer — connect errors, timeouts, a connection reset or closed
+    /// before or during the answer — and for http 429, 502, 503 and 504 (also when a proxy
+    /// answered them with html). False for everything else, including http 500 (an mlflow
+    /// error, often deterministic), a success answer that is not json, and
+    /// [`RegistryError::Ambiguous`], whose write must be checked before it is repeated.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RegistryError::Transport { error, .. } => !(error.is_builder() || error.is_redirect()),
+            RegistryError::Server { status, .. } => matches!(status, 429 | 502 | 503 | 504),
+            _ => false,
+        }
+    }
+
+    /// Whether this is a [`RegistryError::Ambiguous`]: a write that may have been applied.
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, RegistryError::Ambiguous { .. })
+    }
+
+    /// Whether the failure proves that the server did not apply the request: the connection
+    /// could not be made (so nothing was sent), or the server refused it with http 429 or 503.
+    /// Only such failures are retried for writes that are not idempotent.
+    pub(crate) fn proves_not_applied(&self) -> bool {
+        match self {
+            RegistryError::Transport { error, .. } => error.is_connect(),
+            RegistryError::Server { status, .. } => matches!(status, 429 | 503),
+            _ => false,
+        }
+    }
+
+    /// The wait the server asked for with `Retry-After`, when it did.
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
+        match self {
+            RegistryError::Server { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// MLflow's `error_code`, when the server sent one.
     pub fn error_code(&self) -> Option<&str> {
         match self {
@@ -153,4 +206,20 @@ impl RegistryError {
             _ => None,
         }
     }
+}
+
+/// A client error with its causes, most general first: reqwest's own message ("error sending
+/// request for url ...") says nothing of why, which its causes do ("connection refused").
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        let inner_text = inner.to_string();
+        if !text.contains(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        cause = inner.source();
+    }
+    text
 }
