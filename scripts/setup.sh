@@ -4,7 +4,11 @@
 #   - a toolchain for wasm32-unknown-unknown: rustup's target when it is installed, else Debian's
 #     rustc-web, cargo-web, rust-web-src and lld (which build std for wasm32 offline);
 #   - .venv: MLflow 3.17.2 (with basic auth) and scikit-learn, for the test servers and the
-#     pyfunc load check;
+#     pyfunc load check, and the Kubeflow Pipelines SDK (kfp, kfp-kubernetes 2.17.3), which
+#     compiles kubeflow/pipeline.py in the tests, and psycopg2 (binary wheel), MLflow's driver for
+#     the PostgreSQL backend store;
+#   - postgresql: Debian's server, for the tests against an MLflow server whose backend store is
+#     PostgreSQL (scripts/postgres.sh runs a private cluster for them);
 #   - .venv-mlflow2: MLflow 2.22.2, the generation DagsHub runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +39,8 @@ else
   apt_install rustc-web cargo-web rust-web-src lld
 fi
 
+apt_install postgresql
+
 venv() {
   local dir=$1; shift
   local marker="$dir/.model-pusher-requirements"
@@ -48,5 +54,6 @@ venv() {
   printf '%s' "$*" > "$marker"
 }
 
-venv .venv 'mlflow[auth]==3.17.2' scikit-learn
+venv .venv 'mlflow[auth]==3.17.2' scikit-learn 'kfp==2.17.3' 'kfp-kubernetes==2.17.3' \
+  psycopg2-binary
 venv .venv-mlflow2 'mlflow[auth]==2.22.2' 'sqlalchemy<2.1'

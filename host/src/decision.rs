@@ -126,6 +126,59 @@ impl Decision {
         }
         out
     }
+
+    /// The decision as Markdown, for a report a browser renders (Kubeflow's UI shows a
+    /// `system.Markdown` artifact): the verdict, the reason, the policy pinned by its full
+    /// sha256, then a table of the checks. Values that are not finite are spelled as MLflow
+    /// spells them (`NaN`), never left blank.
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "**Verdict:** {}\n", self.verdict);
+        let _ = writeln!(out, "**Reason:** {}\n", inline(&self.reason));
+        let _ = writeln!(
+            out,
+            "**Policy:** {} {} (sha256 `{}`)",
+            inline(&self.policy.name),
+            inline(&self.policy.version),
+            self.policy.sha256
+        );
+        if self.checks.is_empty() {
+            let _ = writeln!(out, "\nThe policy reported no checks.");
+            return out;
+        }
+        let _ = writeln!(
+            out,
+            "\n| metric | candidate | champion | required | passed |"
+        );
+        let _ = writeln!(out, "| --- | ---: | ---: | --- | --- |");
+        for check in &self.checks {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                cell(&check.metric),
+                format_value(check.candidate),
+                format_value(check.champion),
+                cell(&check.requirement),
+                if check.passed { "yes" } else { "**no**" }
+            );
+        }
+        out
+    }
+}
+
+/// Text a policy wrote, made safe for one line of Markdown: a newline would end the line (or
+/// the table row) early, and raw HTML is not what the policy meant to show.
+fn inline(text: &str) -> String {
+    text.replace(['\r', '\n'], " ")
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Text for a Markdown table cell: one line, with its pipes escaped so that they do not split
+/// the cell.
+fn cell(text: &str) -> String {
+    inline(text).replace('|', "\\|")
 }
 
 fn short_sha(sha256: &str) -> &str {
@@ -161,6 +214,49 @@ mod tests {
         assert_eq!(json["verdict"], "reject");
         assert_eq!(json["checks"][0]["candidate"], "NaN");
         assert_eq!(json["checks"][0]["champion"], 0.9);
+    }
+
+    #[test]
+    fn markdown_shows_verdict_policy_and_a_table_of_checks_with_nan() {
+        let markdown = decision().markdown();
+        assert!(markdown.starts_with("**Verdict:** reject\n"), "{markdown}");
+        assert!(
+            markdown.contains("**Reason:** accuracy is NaN"),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains(&format!("threshold 0.1.0 (sha256 `{}`)", "ab".repeat(32))),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains("| metric | candidate | champion | required | passed |"),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains("| accuracy | NaN | 0.9 | a finite value | **no** |"),
+            "{markdown}"
+        );
+    }
+
+    #[test]
+    fn markdown_keeps_each_check_on_one_row_whatever_the_policy_wrote() {
+        let mut decision = decision();
+        decision.checks[0].requirement = "a | b\nc <script>".to_owned();
+        decision.checks[0].champion = None;
+
+        let markdown = decision.markdown();
+
+        assert!(
+            markdown.contains("| accuracy | NaN | - | a \\| b c &lt;script&gt; | **no** |"),
+            "{markdown}"
+        );
+    }
+
+    #[test]
+    fn markdown_without_checks_says_so() {
+        let mut decision = decision();
+        decision.checks.clear();
+        assert!(decision.markdown().contains("no checks"));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use model_pusher::policy::{
     self, ChampionInput, CompiledCache, DecisionInput, Limits, Policy, PolicyRuntime,
 };
 use model_pusher::push::{self, Mode, PushInputs, PushOptions};
-use model_pusher::registry::{MlflowClient, Stage};
+use model_pusher::registry::{MlflowClient, RetryPolicy, Stage};
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -168,6 +168,14 @@ struct PushArgs {
     /// Where to write the decision and what was done, as JSON.
     #[arg(long)]
     decision_out: Option<PathBuf>,
+    /// Where to write the verdict alone (`promote`, `hold` or `reject`, no newline): a
+    /// Kubeflow output parameter.
+    #[arg(long)]
+    verdict_out: Option<PathBuf>,
+    /// Where to write the decision as a Markdown report: a Kubeflow `system.Markdown` output
+    /// artifact, which the Kubeflow UI renders.
+    #[arg(long)]
+    markdown_out: Option<PathBuf>,
     /// Read, find the champion and decide; write nothing.
     #[arg(long)]
     dry_run: bool,
@@ -180,6 +188,21 @@ struct PushArgs {
     /// How long to wait for a new model version to become READY, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     ready_timeout: u64,
+    /// What makes a re-run of this push find its earlier attempt [default: from the pipeline
+    /// run id, else a digest of the model, metrics, settings and policy].
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    /// How long an earlier, unfinished push of the same model may hold this one up before it is
+    /// taken for abandoned, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    lease_timeout: u64,
+    /// Attempts of a registry request that fails transiently (connection refused or reset,
+    /// timeout, 429, 502, 503, 504), the first included.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    retry_attempts: u32,
+    /// Time within which a request's retries must start, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    retry_budget: u64,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -494,7 +517,14 @@ fn push_command(args: PushArgs) -> anyhow::Result<Exit> {
              DAGSHUB_USER_TOKEN instead"
         );
     }
-    let client = MlflowClient::new(credentials.server.clone(), credentials.auth.clone())?;
+    let retry = RetryPolicy {
+        max_attempts: args.retry_attempts.max(1),
+        budget: Duration::from_secs(args.retry_budget),
+        ..RetryPolicy::default()
+    };
+    tracing::debug!("registry retries: {retry}");
+    let client =
+        MlflowClient::new(credentials.server.clone(), credentials.auth.clone())?.with_retry(retry);
     tracing::info!(
         server = client.server(),
         user = client.principal(),
@@ -503,6 +533,16 @@ fn push_command(args: PushArgs) -> anyhow::Result<Exit> {
         "pushing"
     );
 
+    let idempotency_key = match &args.idempotency_key {
+        Some(key) => key.clone(),
+        None => push::idempotency_key(
+            &resolved.model_name,
+            args.pipeline_run_id.as_deref(),
+            &inputs,
+            policy.sha256(),
+        )
+        .with_context(|| format!("cannot read the model in {}", resolved.model.display()))?,
+    };
     let options = PushOptions {
         model_name: resolved.model_name.clone(),
         mode: match args.mode {
@@ -521,6 +561,8 @@ fn push_command(args: PushArgs) -> anyhow::Result<Exit> {
         pipeline_run_id: args.pipeline_run_id.clone(),
         dry_run: args.dry_run,
         ready_timeout: Duration::from_secs(args.ready_timeout),
+        idempotency_key,
+        lease_timeout: Duration::from_secs(args.lease_timeout),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -547,8 +589,44 @@ fn push_command(args: PushArgs) -> anyhow::Result<Exit> {
         push::write_report(&report, path)
             .with_context(|| format!("cannot write the decision to {}", path.display()))?;
     }
+    if let Some(path) = &args.verdict_out {
+        // No newline: Kubeflow takes a string output parameter as the file's exact content.
+        write_output(path, &report.decision.verdict.to_string())
+            .with_context(|| format!("cannot write the verdict to {}", path.display()))?;
+    }
+    if let Some(path) = &args.markdown_out {
+        write_output(path, &push_markdown(&report))
+            .with_context(|| format!("cannot write the markdown report to {}", path.display()))?;
+    }
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(Exit::Ok)
+}
+
+/// Writes `text` to `path`, creating its directory: Kubeflow hands out output paths whose
+/// directories may not exist yet.
+fn write_output(path: &Path, text: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, text)
+}
+
+/// The push as Markdown: what happened in the registry, then the decision and its checks.
+fn push_markdown(report: &push::PushReport) -> String {
+    let none = |value: &Option<String>| value.as_deref().unwrap_or("none").to_owned();
+    let mut out = format!("# model-pusher: {}\n\n", report.model_name);
+    if report.dry_run {
+        out.push_str("Dry run: nothing was written to the registry.\n\n");
+    }
+    out.push_str(&format!(
+        "- registry: {}\n- version registered: {}\n- champion before: {}\n- champion after: {}\n\n",
+        report.registry_url,
+        report.model_version.as_deref().unwrap_or("none (dry run)"),
+        none(&report.previous_champion),
+        none(&report.champion),
+    ));
+    out.push_str(&report.decision.markdown());
+    out
 }
 
 fn decide(args: &DecideArgs) -> anyhow::Result<Exit> {

@@ -6,6 +6,16 @@
 //! the push instead of being taken for "no champion". On promotion the new version becomes the
 //! champion before the old one is archived, so there is never a moment without one, and the
 //! only versions the pusher moves are the one it registered and the one it replaced.
+//!
+//! A push can be re-run after a crash at any point. Its run carries an idempotency key, so a
+//! re-run finds the run and the version the first attempt made and finishes them instead of
+//! making new ones; a version that was already promoted is judged against the champion it
+//! replaced, as the first attempt judged it.
+//!
+//! Concurrent pushes of one model take turns. A new version is registered `pending`; a push
+//! applies its verdict only once no lower-numbered version of the model is pending, re-reads
+//! the champion then (deciding again if it changed meanwhile), and marks its version `done`.
+//! MLflow numbers versions atomically, so the turns form one order that every push agrees on.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -18,8 +28,8 @@ use crate::inputs::{Metrics, ModelDir, Settings};
 use crate::mlmodel::{self, MLMODEL_FILE, MODEL_ARTIFACT_DIR};
 use crate::policy::{ChampionInput, DecisionInput, Policy, PolicyError};
 use crate::registry::{
-    KeyValue, Metric, MlflowClient, ModelVersion, ModelVersionStatus, RegistryError, RunStatus,
-    Stage,
+    KeyValue, Metric, MlflowClient, ModelVersion, ModelVersionStatus, RegistryError, RunQuery,
+    RunStatus, Stage, VersionQuery,
 };
 
 /// Tags model-pusher writes on runs and model versions.
@@ -33,7 +43,14 @@ pub mod tags {
     pub const PIPELINE_RUN_ID: &str = "model_pusher.pipeline_run_id";
     /// On a version: `champion`, `challenger`, `rejected` or `archived`, as the pusher left it.
     pub const STATUS: &str = "model_pusher.status";
+    /// On runs and versions: what makes a re-run of the same push find its earlier attempt.
+    pub const IDEMPOTENCY_KEY: &str = "model_pusher.idempotency_key";
+    /// On a version: `pending` until its push has applied the verdict, then `done`.
+    pub const STATE: &str = "model_pusher.state";
 }
+
+/// The `previous_champion` tag's value when there was none.
+const NO_CHAMPION: &str = "none";
 
 /// MLflow's limit on a param value in 2.x servers; longer values are cut.
 const PARAM_VALUE_MAX: usize = 500;
@@ -66,6 +83,11 @@ pub struct PushOptions {
     pub dry_run: bool,
     /// How long to wait for a new model version to become READY.
     pub ready_timeout: Duration,
+    /// Identifies this push across re-runs; see [`idempotency_key`].
+    pub idempotency_key: String,
+    /// How long a lower-numbered pending version may hold up this push before it is taken for
+    /// abandoned (its push crashed and was not re-run).
+    pub lease_timeout: Duration,
 }
 
 /// The files a push starts from, already read and checked.
@@ -105,6 +127,36 @@ pub struct PushReport {
     pub actions: Vec<String>,
     /// HTTP requests sent to the registry.
     pub requests: usize,
+    /// Whether this push finished an earlier attempt with the same idempotency key.
+    pub resumed: bool,
+}
+
+impl PushReport {
+    fn new(
+        decision: Decision,
+        client: &MlflowClient,
+        options: &PushOptions,
+        previous_champion: Option<String>,
+        resumed: bool,
+    ) -> Self {
+        Self {
+            decision,
+            model_name: options.model_name.clone(),
+            model_version: None,
+            run_id: None,
+            champion: previous_champion.clone(),
+            previous_champion,
+            registry_url: client.server().to_owned(),
+            mode: match &options.mode {
+                Mode::Stages { .. } => "stages".to_owned(),
+                Mode::Aliases { .. } => "aliases".to_owned(),
+            },
+            dry_run: options.dry_run,
+            actions: Vec::new(),
+            requests: 0,
+            resumed,
+        }
+    }
 }
 
 /// A step of the push, named in errors.
@@ -116,9 +168,12 @@ pub enum Step {
     LogRun,
     UploadModel,
     Register,
+    FindAttempt,
+    WaitForTurn,
     Promote,
     ArchivePrevious,
     Hold,
+    Release,
 }
 
 impl std::fmt::Display for Step {
@@ -130,9 +185,12 @@ impl std::fmt::Display for Step {
             Step::LogRun => "logging the candidate's run",
             Step::UploadModel => "uploading the model",
             Step::Register => "registering the model version",
+            Step::FindAttempt => "looking for an earlier attempt of this push",
+            Step::WaitForTurn => "waiting for earlier pushes of the model",
             Step::Promote => "promoting the new version",
             Step::ArchivePrevious => "archiving the previous champion",
             Step::Hold => "marking the new version as challenger",
+            Step::Release => "marking the push done",
         })
     }
 }
@@ -140,14 +198,18 @@ impl std::fmt::Display for Step {
 /// Why a push stopped. Whatever the step, the champion it found is still the champion.
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
-    #[error("{step}: {source}")]
-    Registry {
-        step: Step,
-        #[source]
-        source: RegistryError,
-    },
+    // The messages include the underlying error, so it is not also reported as the source:
+    // a chain printer would repeat it.
+    #[error("{step}: {error}")]
+    Registry { step: Step, error: RegistryError },
     #[error("no decision, nothing written: {0}")]
-    Policy(#[from] PolicyError),
+    Policy(PolicyError),
+}
+
+impl From<PolicyError> for PushError {
+    fn from(error: PolicyError) -> Self {
+        PushError::Policy(error)
+    }
 }
 
 impl PushError {
@@ -156,7 +218,7 @@ impl PushError {
         matches!(
             self,
             PushError::Registry {
-                source: RegistryError::Unauthorized { .. },
+                error: RegistryError::Unauthorized { .. },
                 ..
             }
         )
@@ -164,10 +226,10 @@ impl PushError {
 }
 
 fn at(step: Step) -> impl FnOnce(RegistryError) -> PushError {
-    move |source| PushError::Registry { step, source }
+    move |error| PushError::Registry { step, error }
 }
 
-/// Runs a push end to end.
+/// Runs a push end to end, or finishes an earlier attempt of it.
 ///
 /// # Errors
 ///
@@ -183,21 +245,132 @@ pub async fn push(
 
     // The champion's lookup is the push's first request, so it also checks the credentials
     // before anything is written.
-    let champion = find_champion(client, name, &options.mode).await?;
+    let current = find_champion(client, name, &options.mode).await?;
     tracing::info!(
         model = name,
-        champion = champion
+        champion = current
             .as_ref()
             .map(|c| c.version.as_str())
             .unwrap_or("none"),
         "found the champion"
     );
 
+    if options.dry_run {
+        let decision = decide(policy, inputs, name, current.as_ref())?;
+        let previous = current.as_ref().map(|c| c.version.clone());
+        let mut report = PushReport::new(decision, client, options, previous, false);
+        report.actions = planned_actions(&report, inputs, options);
+        if report.decision.verdict == Verdict::Promote {
+            report.champion = Some("(the new version)".to_owned());
+        }
+        report.requests = client.requests_made();
+        return Ok(report);
+    }
+
+    let experiment = client
+        .get_or_create_experiment(&options.experiment)
+        .await
+        .map_err(at(Step::OpenExperiment))?;
+    let attempt = find_attempt(client, name, &experiment.experiment_id, options).await?;
+
+    // A version the earlier attempt registered was judged against the champion of that time,
+    // which it recorded; judging it against itself, now that it may be the champion, would be
+    // wrong.
+    let judged_against = match attempt.recorded_champion() {
+        Some(recorded) if recorded.as_deref() != current.as_ref().map(|c| c.version.as_str()) => {
+            match recorded {
+                Some(version) => Some(champion_at(client, name, &version).await?),
+                None => None,
+            }
+        }
+        _ => current.clone(),
+    };
+    let decision = decide(policy, inputs, name, judged_against.as_ref())?;
+    let previous = judged_against.as_ref().map(|c| c.version.clone());
+    let mut report = PushReport::new(decision, client, options, previous, attempt.run.is_some());
+    report.champion = current.as_ref().map(|c| c.version.clone());
+    if report.resumed {
+        tracing::info!(
+            model = name,
+            run_id = attempt
+                .run
+                .as_ref()
+                .map(|run| run.info.run_id.as_str())
+                .unwrap_or("-"),
+            version = attempt
+                .version
+                .as_ref()
+                .map(|v| v.version.as_str())
+                .unwrap_or("-"),
+            "finishing an earlier attempt of this push"
+        );
+    }
+
+    let run_id = ensure_run(
+        client,
+        &experiment.experiment_id,
+        &attempt,
+        inputs,
+        options,
+        &report.decision,
+    )
+    .await?;
+    report.run_id = Some(run_id.clone());
+    report.actions.push(format!(
+        "logged run {run_id} with the model under {MODEL_ARTIFACT_DIR}/"
+    ));
+
+    let version = match &attempt.version {
+        Some(version) => ready(client, options, version.clone()).await?,
+        None => register(client, options, &run_id, &report).await?,
+    };
+    tracing::info!(
+        model = name,
+        version = version.version.as_str(),
+        run_id = run_id.as_str(),
+        "registered the candidate"
+    );
+    report.model_version = Some(version.version.clone());
+    report
+        .actions
+        .push(format!("registered {name} version {}", version.version));
+
+    if version.tag(tags::STATE) != Some("done") {
+        wait_for_turn(client, name, &version.version, options.lease_timeout).await?;
+        settle_decision(
+            client,
+            policy,
+            inputs,
+            options,
+            &version,
+            &run_id,
+            &mut report,
+        )
+        .await?;
+        apply_verdict(client, options, &version, &mut report).await?;
+        client
+            .set_model_version_tag(name, &version.version, tags::STATE, "done")
+            .await
+            .map_err(at(Step::Release))?;
+    } else {
+        // The earlier attempt finished everything but reporting.
+        report.champion = find_champion_version(client, name, &options.mode).await?;
+    }
+    report.requests = client.requests_made();
+    Ok(report)
+}
+
+fn decide(
+    policy: &Policy,
+    inputs: &PushInputs,
+    name: &str,
+    champion: Option<&Champion>,
+) -> Result<Decision, PushError> {
     let decision = policy.decide(&DecisionInput {
         model_name: name.to_owned(),
         candidate_run_id: None,
         candidate: inputs.candidate.clone(),
-        champion: champion.as_ref().map(|champion| ChampionInput {
+        champion: champion.map(|champion| ChampionInput {
             version: champion.version.clone(),
             run_id: champion.run_id.clone().unwrap_or_default(),
             metrics: champion.metrics.clone(),
@@ -208,58 +381,174 @@ pub async fn push(
         model = name,
         policy = decision.policy.name.as_str(),
         verdict = %decision.verdict,
+        champion = champion.map(|c| c.version.as_str()).unwrap_or("none"),
         "{}",
         decision.reason
     );
+    Ok(decision)
+}
 
-    let previous_champion = champion.as_ref().map(|champion| champion.version.clone());
-    let mut report = PushReport {
-        decision,
-        model_name: name.to_owned(),
-        model_version: None,
-        run_id: None,
-        previous_champion: previous_champion.clone(),
-        champion: previous_champion,
-        registry_url: client.server().to_owned(),
-        mode: match &options.mode {
-            Mode::Stages { .. } => "stages".to_owned(),
-            Mode::Aliases { .. } => "aliases".to_owned(),
-        },
-        dry_run: options.dry_run,
-        actions: Vec::new(),
-        requests: 0,
+/// What an earlier attempt of this push left: its run and, if it got that far, its version.
+#[derive(Debug, Default)]
+struct Attempt {
+    run: Option<crate::registry::Run>,
+    version: Option<ModelVersion>,
+}
+
+impl Attempt {
+    /// The champion the earlier attempt's version was judged against: `Some(None)` when it
+    /// found none, `None` when there is no such version.
+    fn recorded_champion(&self) -> Option<Option<String>> {
+        let recorded = self.version.as_ref()?.tag(tags::PREVIOUS_CHAMPION)?;
+        Some((recorded != NO_CHAMPION).then(|| recorded.to_owned()))
+    }
+}
+
+async fn find_attempt(
+    client: &MlflowClient,
+    name: &str,
+    experiment_id: &str,
+    options: &PushOptions,
+) -> Result<Attempt, PushError> {
+    let runs = client
+        .search_runs(&RunQuery {
+            experiment_ids: vec![experiment_id.to_owned()],
+            filter: format!(
+                "tags.`{}` = '{}'",
+                tags::IDEMPOTENCY_KEY,
+                options.idempotency_key
+            ),
+            order_by: vec!["attributes.start_time ASC".to_owned()],
+            limit: 10,
+        })
+        .await
+        .map_err(at(Step::FindAttempt))?;
+    let Some(run) = runs.into_iter().next() else {
+        return Ok(Attempt::default());
     };
+    let versions = client
+        .search_model_versions(&VersionQuery {
+            filter: format!("run_id = '{}'", run.info.run_id),
+            order_by: Vec::new(),
+            limit: 100,
+        })
+        .await
+        .map_err(at(Step::FindAttempt))?;
+    let version = versions
+        .into_iter()
+        .filter(|version| version.name == name)
+        .min_by_key(|version| version_number(&version.version));
+    Ok(Attempt {
+        run: Some(run),
+        version,
+    })
+}
 
-    if options.dry_run {
-        report.actions = planned_actions(&report, inputs, options);
-        if report.decision.verdict == Verdict::Promote {
-            report.champion = Some("(the new version)".to_owned());
+/// Waits until no lower-numbered version of the model is pending, so that pushes apply their
+/// verdicts one at a time, in the order MLflow numbered their versions.
+async fn wait_for_turn(
+    client: &MlflowClient,
+    name: &str,
+    version: &str,
+    lease: Duration,
+) -> Result<(), PushError> {
+    let ours = version_number(version);
+    let mut first_seen: std::collections::HashMap<String, std::time::Instant> =
+        std::collections::HashMap::new();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let pending = client
+            .search_model_versions(&VersionQuery {
+                filter: format!("name = '{name}' and tags.`{}` = 'pending'", tags::STATE),
+                order_by: Vec::new(),
+                limit: 1000,
+            })
+            .await
+            .map_err(at(Step::WaitForTurn))?;
+        let now = std::time::Instant::now();
+        let ahead: Vec<String> = pending
+            .into_iter()
+            .filter(|other| other.name == name && version_number(&other.version) < ours)
+            .map(|other| other.version)
+            .filter(|other| {
+                let seen = *first_seen.entry(other.clone()).or_insert(now);
+                now.duration_since(seen) < lease
+            })
+            .collect();
+        if ahead.is_empty() {
+            return Ok(());
         }
-        report.requests = client.requests_made();
-        return Ok(report);
+        tracing::info!(
+            model = name,
+            version,
+            ahead = ahead.join(",").as_str(),
+            "waiting for earlier pushes of the model to finish"
+        );
+        tokio::time::sleep(pause + jitter(pause)).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+fn jitter(pause: Duration) -> Duration {
+    let millis = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX).max(1);
+    Duration::from_millis(rand::random_range(0..millis))
+}
+
+/// Re-reads the champion once it is this push's turn. When another push changed it since
+/// the decision, decides again against the new champion and records that decision instead.
+async fn settle_decision(
+    client: &MlflowClient,
+    policy: &Policy,
+    inputs: &PushInputs,
+    options: &PushOptions,
+    version: &ModelVersion,
+    run_id: &str,
+    report: &mut PushReport,
+) -> Result<(), PushError> {
+    let name = options.model_name.as_str();
+    let now = find_champion_version(client, name, &options.mode).await?;
+    report.champion = now.clone();
+    if now.as_deref() == Some(version.version.as_str()) || now == report.previous_champion {
+        // Either the earlier attempt already promoted this version, or nothing changed.
+        return Ok(());
     }
 
-    let run_id = log_run(client, inputs, options, &report.decision).await?;
-    report.run_id = Some(run_id.clone());
-    report.actions.push(format!(
-        "logged run {run_id} with the model under {MODEL_ARTIFACT_DIR}/"
-    ));
-
-    let version = register(client, options, &run_id, &report).await?;
+    let champion = match &now {
+        Some(champion) => Some(champion_at(client, name, champion).await?),
+        None => None,
+    };
     tracing::info!(
         model = name,
-        version = version.as_str(),
-        run_id = run_id.as_str(),
-        "registered the candidate"
+        version = version.version.as_str(),
+        was = report.previous_champion.as_deref().unwrap_or("none"),
+        champion = now.as_deref().unwrap_or("none"),
+        "the champion changed while this push waited; deciding again"
     );
-    report.model_version = Some(version.clone());
-    report
-        .actions
-        .push(format!("registered {name} version {version}"));
+    report.decision = decide(policy, inputs, name, champion.as_ref())?;
+    report.previous_champion = now;
 
-    apply_verdict(client, options, &version, champion.as_ref(), &mut report).await?;
-    report.requests = client.requests_made();
-    Ok(report)
+    let mut retag = decision_tags(&report.decision);
+    retag.push(KeyValue::new(
+        tags::PREVIOUS_CHAMPION,
+        report
+            .previous_champion
+            .clone()
+            .unwrap_or_else(|| NO_CHAMPION.to_owned()),
+    ));
+    if report.decision.verdict == Verdict::Reject {
+        retag.push(KeyValue::new(tags::STATUS, "rejected"));
+    }
+    for tag in &retag {
+        client
+            .set_model_version_tag(name, &version.version, &tag.key, &tag.value)
+            .await
+            .map_err(at(Step::Register))?;
+    }
+    client
+        .log_batch(run_id, &[], &[], &decision_tags(&report.decision))
+        .await
+        .map_err(at(Step::LogRun))?;
+    Ok(())
 }
 
 /// Reads the champion and its metrics. A failed call is an error, never "no champion".
@@ -268,7 +557,29 @@ async fn find_champion(
     name: &str,
     mode: &Mode,
 ) -> Result<Option<Champion>, PushError> {
-    let version: Option<ModelVersion> = match mode {
+    let Some(version) = champion_version(client, name, mode).await? else {
+        return Ok(None);
+    };
+    Ok(Some(champion_from(client, name, version).await?))
+}
+
+/// The champion's version number alone.
+async fn find_champion_version(
+    client: &MlflowClient,
+    name: &str,
+    mode: &Mode,
+) -> Result<Option<String>, PushError> {
+    Ok(champion_version(client, name, mode)
+        .await?
+        .map(|version| version.version))
+}
+
+async fn champion_version(
+    client: &MlflowClient,
+    name: &str,
+    mode: &Mode,
+) -> Result<Option<ModelVersion>, PushError> {
+    Ok(match mode {
         Mode::Stages { stage } => match client.get_latest_versions(name, &[*stage]).await {
             Ok(versions) => versions
                 .into_iter()
@@ -282,11 +593,27 @@ async fn find_champion(
             .get_model_version_by_alias(name, champion)
             .await
             .map_err(at(Step::FindChampion))?,
-    };
-    let Some(version) = version else {
-        return Ok(None);
-    };
+    })
+}
 
+/// A champion by version number, with its metrics.
+async fn champion_at(
+    client: &MlflowClient,
+    name: &str,
+    version: &str,
+) -> Result<Champion, PushError> {
+    let version = client
+        .get_model_version(name, version)
+        .await
+        .map_err(at(Step::FindChampion))?;
+    champion_from(client, name, version).await
+}
+
+async fn champion_from(
+    client: &MlflowClient,
+    name: &str,
+    version: ModelVersion,
+) -> Result<Champion, PushError> {
     let run_id = version.run_id.clone().filter(|run_id| !run_id.is_empty());
     let metrics = match &run_id {
         Some(run_id) => {
@@ -310,11 +637,11 @@ async fn find_champion(
             Metrics::default()
         }
     };
-    Ok(Some(Champion {
+    Ok(Champion {
         version: version.version,
         run_id,
         metrics,
-    }))
+    })
 }
 
 /// MLflow versions are decimal strings; one that is not sorts first.
@@ -323,25 +650,29 @@ fn version_number(version: &str) -> u64 {
 }
 
 /// Logs the candidate's run: settings as params, metrics, decision tags, and the model files
-/// (with an `MLmodel` when the directory is the seed's bare `model.pkl`).
-async fn log_run(
+/// (with an `MLmodel` when the directory is the seed's bare `model.pkl`). A run an earlier
+/// attempt left unfinished is completed: what it already holds is not logged twice, and the
+/// model files are uploaded again, which overwrites them.
+async fn ensure_run(
     client: &MlflowClient,
+    experiment_id: &str,
+    attempt: &Attempt,
     inputs: &PushInputs,
     options: &PushOptions,
     decision: &Decision,
 ) -> Result<String, PushError> {
-    let experiment = client
-        .get_or_create_experiment(&options.experiment)
-        .await
-        .map_err(at(Step::OpenExperiment))?;
-    let run = client
-        .create_run(
-            &experiment.experiment_id,
-            Some(&format!("push-{}", options.model_name)),
-            &run_tags(decision, options),
-        )
-        .await
-        .map_err(at(Step::LogRun))?;
+    let run = match &attempt.run {
+        Some(run) if run.info.status == RunStatus::Finished => return Ok(run.info.run_id.clone()),
+        Some(run) => run.clone(),
+        None => client
+            .create_run(
+                experiment_id,
+                Some(&format!("push-{}", options.model_name)),
+                &run_tags(decision, options),
+            )
+            .await
+            .map_err(at(Step::LogRun))?,
+    };
     let run_id = run.info.run_id.clone();
 
     let timestamp = now_millis();
@@ -349,6 +680,7 @@ async fn log_run(
         .candidate
         .values
         .iter()
+        .filter(|(key, _)| run.metric(key).is_none())
         .map(|(key, value)| Metric {
             key: key.clone(),
             value: *value,
@@ -356,11 +688,16 @@ async fn log_run(
             step: 0,
         })
         .collect();
-    let params = flatten_settings(&inputs.settings.value);
-    client
-        .log_batch(&run_id, &metrics, &params, &[])
-        .await
-        .map_err(at(Step::LogRun))?;
+    let params: Vec<KeyValue> = flatten_settings(&inputs.settings.value)
+        .into_iter()
+        .filter(|param| run.param(&param.key).is_none())
+        .collect();
+    if !(metrics.is_empty() && params.is_empty()) {
+        client
+            .log_batch(&run_id, &metrics, &params, &[])
+            .await
+            .map_err(at(Step::LogRun))?;
+    }
 
     upload_model(client, &run.info, &inputs.model).await?;
     client
@@ -395,13 +732,13 @@ async fn upload_model(
         let staged = tempfile::NamedTempFile::new().map_err(|source| {
             at(Step::UploadModel)(RegistryError::LocalFile {
                 path: std::env::temp_dir(),
-                source,
+                error: source,
             })
         })?;
         std::fs::write(staged.path(), text).map_err(|source| {
             at(Step::UploadModel)(RegistryError::LocalFile {
                 path: staged.path().to_owned(),
-                source,
+                error: source,
             })
         })?;
         client
@@ -423,10 +760,10 @@ async fn register(
     options: &PushOptions,
     run_id: &str,
     report: &PushReport,
-) -> Result<String, PushError> {
+) -> Result<ModelVersion, PushError> {
     let name = options.model_name.as_str();
     let source = format!("runs:/{run_id}/{MODEL_ARTIFACT_DIR}");
-    let tags = version_tags(report);
+    let tags = version_tags(report, options);
 
     let created = match client
         .create_model_version(name, &source, Some(run_id), &tags, None)
@@ -444,35 +781,48 @@ async fn register(
         other => other,
     }
     .map_err(at(Step::Register))?;
-
-    if created.status != ModelVersionStatus::Ready {
-        client
-            .wait_until_ready(name, &created.version, options.ready_timeout)
-            .await
-            .map_err(at(Step::Register))?;
-    }
-    Ok(created.version)
+    ready(client, options, created).await
 }
 
-/// Makes the verdict so. Promotion moves the new version in before the old one out.
+/// The version once MLflow has finished registering it.
+async fn ready(
+    client: &MlflowClient,
+    options: &PushOptions,
+    version: ModelVersion,
+) -> Result<ModelVersion, PushError> {
+    if version.status == ModelVersionStatus::Ready {
+        return Ok(version);
+    }
+    client
+        .wait_until_ready(&options.model_name, &version.version, options.ready_timeout)
+        .await
+        .map_err(at(Step::Register))
+}
+
+/// Makes the verdict so. Promotion moves the new version in before the old one out. Every
+/// write here can be repeated, so a re-run after a crash between two of them converges.
 async fn apply_verdict(
     client: &MlflowClient,
     options: &PushOptions,
-    version: &str,
-    champion: Option<&Champion>,
+    version: &ModelVersion,
     report: &mut PushReport,
 ) -> Result<(), PushError> {
     let name = options.model_name.as_str();
-    let previous = champion.map(|champion| champion.version.as_str());
+    let stage_now = version.current_stage;
+    let version = version.version.as_str();
+    let previous = report.previous_champion.clone();
+    let previous = previous.as_deref();
     match (report.decision.verdict, &options.mode) {
         (Verdict::Promote, Mode::Stages { stage }) => {
-            client
-                .transition_stage(name, version, *stage, false)
-                .await
-                .map_err(at(Step::Promote))?;
-            report
-                .actions
-                .push(format!("moved version {version} to {stage}"));
+            if stage_now != *stage {
+                client
+                    .transition_stage(name, version, *stage, false)
+                    .await
+                    .map_err(at(Step::Promote))?;
+                report
+                    .actions
+                    .push(format!("moved version {version} to {stage}"));
+            }
             if let Some(previous) = previous.filter(|previous| *previous != version) {
                 client
                     .transition_stage(name, previous, Stage::Archived, false)
@@ -511,7 +861,7 @@ async fn apply_verdict(
             report.champion = Some(version.to_owned());
         }
         (Verdict::Hold, Mode::Stages { stage }) => {
-            if *stage != Stage::Staging {
+            if *stage != Stage::Staging && stage_now != Stage::Staging {
                 client
                     .transition_stage(name, version, Stage::Staging, false)
                     .await
@@ -581,6 +931,10 @@ fn planned_actions(report: &PushReport, inputs: &PushInputs, options: &PushOptio
 fn run_tags(decision: &Decision, options: &PushOptions) -> Vec<KeyValue> {
     let mut tags = decision_tags(decision);
     tags.push(KeyValue::new("mlflow.source.name", "model-pusher"));
+    tags.push(KeyValue::new(
+        tags::IDEMPOTENCY_KEY,
+        options.idempotency_key.clone(),
+    ));
     if let Some(run_id) = &options.pipeline_run_id {
         tags.push(KeyValue::new(
             tags::PIPELINE_RUN_ID,
@@ -590,11 +944,20 @@ fn run_tags(decision: &Decision, options: &PushOptions) -> Vec<KeyValue> {
     tags
 }
 
-fn version_tags(report: &PushReport) -> Vec<KeyValue> {
+fn version_tags(report: &PushReport, options: &PushOptions) -> Vec<KeyValue> {
     let mut tags = decision_tags(&report.decision);
-    if let Some(previous) = &report.previous_champion {
-        tags.push(KeyValue::new(tags::PREVIOUS_CHAMPION, previous.clone()));
-    }
+    tags.push(KeyValue::new(
+        tags::PREVIOUS_CHAMPION,
+        report
+            .previous_champion
+            .clone()
+            .unwrap_or_else(|| NO_CHAMPION.to_owned()),
+    ));
+    tags.push(KeyValue::new(
+        tags::IDEMPOTENCY_KEY,
+        options.idempotency_key.clone(),
+    ));
+    tags.push(KeyValue::new(tags::STATE, "pending"));
     if report.decision.verdict == Verdict::Reject {
         tags.push(KeyValue::new(tags::STATUS, "rejected"));
     }
@@ -692,6 +1055,73 @@ pub fn write_report(report: &PushReport, path: &Path) -> std::io::Result<()> {
     }
     let json = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
     std::fs::write(path, json + "\n")
+}
+
+/// Files up to this size are hashed whole into the idempotency key; of larger ones, the size
+/// and both ends, so that a multi-GiB model does not have to be read twice.
+const WHOLE_HASH_MAX: u64 = 64 << 20;
+const END_HASH_BYTES: u64 = 8 << 20;
+
+/// The key that makes a re-run of the same push find its earlier attempt: from the Kubeflow
+/// run when one is known (a retried step has the same run), else from what is pushed (the
+/// model's files, the metrics, the settings and the policy).
+///
+/// # Errors
+///
+/// When a model file cannot be read.
+pub fn idempotency_key(
+    model_name: &str,
+    pipeline_run_id: Option<&str>,
+    inputs: &PushInputs,
+    policy_sha256: &str,
+) -> std::io::Result<String> {
+    use sha2::{Digest as _, Sha256};
+    use std::io::{Read as _, Seek as _, SeekFrom};
+
+    let mut hasher = Sha256::new();
+    hasher.update(b"model-pusher push\0");
+    hasher.update(model_name.as_bytes());
+    hasher.update(b"\0");
+    if let Some(run) = pipeline_run_id.filter(|run| !run.is_empty()) {
+        hasher.update(b"pipeline run\0");
+        hasher.update(run.as_bytes());
+    } else {
+        hasher.update(inputs.settings.to_json().as_bytes());
+        for (name, value) in &inputs.candidate.values {
+            hasher.update(name.as_bytes());
+            hasher.update(value.to_bits().to_le_bytes());
+        }
+        hasher.update(policy_sha256.as_bytes());
+        for relative in &inputs.model.files {
+            let path = inputs.model.dir.join(relative);
+            let mut file = std::fs::File::open(&path)?;
+            let size = file.metadata()?.len();
+            hasher.update(relative.to_string_lossy().as_bytes());
+            hasher.update(size.to_le_bytes());
+            let mut buffer = vec![0; 1 << 16];
+            let mut hash_range = |file: &mut std::fs::File, mut left: u64| -> std::io::Result<()> {
+                while left > 0 {
+                    let want =
+                        usize::try_from(left.min(buffer.len() as u64)).unwrap_or(buffer.len());
+                    let read = file.read(&mut buffer[..want])?;
+                    if read == 0 {
+                        break;
+                    }
+                    hasher.update(&buffer[..read]);
+                    left -= read as u64;
+                }
+                Ok(())
+            };
+            if size <= WHOLE_HASH_MAX {
+                hash_range(&mut file, size)?;
+            } else {
+                hash_range(&mut file, END_HASH_BYTES)?;
+                file.seek(SeekFrom::Start(size - END_HASH_BYTES))?;
+                hash_range(&mut file, END_HASH_BYTES)?;
+            }
+        }
+    }
+    Ok(hex::encode(&hasher.finalize()[..16]))
 }
 
 #[cfg(test)]

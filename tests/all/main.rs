@@ -6,6 +6,9 @@
 
 mod cache;
 mod cli;
+mod concurrency;
+mod faults;
+mod kubeflow;
 mod multi_metric;
 mod push;
 mod registry;

@@ -197,7 +197,7 @@ fn registered_model_loads_with_pyfunc_and_predicts() {
     let server = mlflow::shared(Flavor::Mlflow3);
     let model = mlflow::unique_name("spam");
     let version = Fixture::accuracy(0.90)
-        .push(&server.url().to_string(), &model, &[])
+        .push(server.url().as_ref(), &model, &[])
         .version();
 
     let output = std::process::Command::new(fixture::python())
@@ -357,4 +357,41 @@ fn missing_model_directory_is_a_bad_input_and_writes_nothing() {
     std::fs::remove_dir_all(fixture.path("model")).unwrap();
     let model = fixture.path("model");
     assert_bad_input(fixture, &[model.to_str().unwrap(), "does not exist"]);
+}
+
+#[test]
+fn verdict_and_markdown_outputs_are_written_for_kubeflow() {
+    let server = mlflow::shared(Flavor::Mlflow3);
+    let model = mlflow::unique_name("spam");
+    let fixture = Fixture::accuracy(0.9);
+    // Kubeflow's output paths sit in directories that do not exist yet.
+    let verdict = fixture.path("outputs/verdict/data");
+    let markdown = fixture.path("outputs/report/data");
+
+    let pushed = fixture.push(
+        server.url().as_str(),
+        &model,
+        &[
+            "--verdict-out",
+            verdict.to_str().unwrap(),
+            "--markdown-out",
+            markdown.to_str().unwrap(),
+        ],
+    );
+
+    assert_eq!(pushed.verdict(), "promote");
+    assert_eq!(std::fs::read_to_string(&verdict).unwrap(), "promote");
+    let report = std::fs::read_to_string(&markdown).unwrap();
+    assert!(
+        report.starts_with(&format!("# model-pusher: {model}\n")),
+        "{report}"
+    );
+    assert!(report.contains("- version registered: 1\n"), "{report}");
+    assert!(report.contains("**Verdict:** promote"), "{report}");
+    assert!(report.contains("**Policy:** threshold "), "{report}");
+    assert!(
+        report.contains("| metric | candidate | champion | required | passed |"),
+        "{report}"
+    );
+    assert!(report.contains("| accuracy | 0.9 | - |"), "{report}");
 }

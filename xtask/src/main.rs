@@ -18,6 +18,10 @@ fn main() -> Result<()> {
         Some("policies") => build_policies(&root).map(|_| ()),
         Some("test") => {
             build_policies(&root)?;
+            // The tests against an MLflow server with a PostgreSQL store need the cluster.
+            run(Command::new("bash")
+                .current_dir(&root)
+                .args(["scripts/postgres.sh", "start"]))?;
             run(Command::new(cargo())
                 .current_dir(&root)
                 .args(["test", "--workspace", "--locked"])
@@ -25,7 +29,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\n  policies  build policies/ into target/policies/*.wasm\n  test      build the policies, then run every test (extra arguments go to cargo test)"
+                "usage: cargo xtask <task>\n\n  policies  build policies/ into target/policies/*.wasm\n  test      build the policies, start the PostgreSQL test cluster (scripts/postgres.sh),\n            then run every test (extra arguments go to cargo test)"
             );
             std::process::exit(2);
         }
