@@ -9,7 +9,8 @@
 //! - [`decision`]: the decision a policy returns, as JSON and as a table;
 //! - [`push`]: the orchestration: champion, decision, run, registration, verdict;
 //! - [`mlmodel`]: the `MLmodel` file that makes the logged model loadable by MLflow;
-//! - [`cases`]: the test cases `model-pusher policy test` runs a policy against.
+//! - [`cases`]: the test cases `model-pusher policy test` runs a policy against;
+//! - [`scaffold`]: the policy crate `model-pusher policy new` makes for a team.
 
 pub mod cases;
 pub mod credentials;
@@ -19,3 +20,4 @@ pub mod mlmodel;
 pub mod policy;
 pub mod push;
 pub mod registry;
+pub mod scaffold;

@@ -14,6 +14,7 @@ use model_pusher::policy::{
 };
 use model_pusher::push::{self, Mode, PushInputs, PushOptions};
 use model_pusher::registry::{MlflowClient, RetryPolicy, Stage};
+use model_pusher::scaffold;
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -90,6 +91,18 @@ enum PolicyCommand {
         cases: PathBuf,
         #[command(flatten)]
         runtime: RuntimeArgs,
+    },
+    /// Makes a ready-to-build Rust policy crate, with a cases file for `policy test`.
+    New {
+        /// The policy's name: lowercase letters, digits and hyphens, such as `churn-guard`.
+        name: String,
+        /// The crate's directory, which must not exist or be empty [default: ./NAME].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The policy kit to depend on (a checkout's `policies/kit`) [default: the kit of the
+        /// checkout DIR is in, else of the checkout this binary was built from].
+        #[arg(long)]
+        kit: Option<PathBuf>,
     },
 }
 
@@ -305,6 +318,7 @@ fn main() -> ExitCode {
             cases,
             runtime,
         }) => test(&policy, &cases, &runtime),
+        Command::Policy(PolicyCommand::New { name, dir, kit }) => new_policy(name, dir, kit),
     };
     match result {
         Ok(exit) => ExitCode::from(exit as u8),
@@ -707,4 +721,33 @@ fn test(name_or_path: &str, cases_path: &Path, runtime: &RuntimeArgs) -> anyhow:
     } else {
         Exit::CasesFailed
     })
+}
+
+fn new_policy(name: String, dir: Option<PathBuf>, kit: Option<PathBuf>) -> anyhow::Result<Exit> {
+    let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+    let made = scaffold::create(&scaffold::NewPolicy {
+        name: name.clone(),
+        dir,
+        kit,
+    })
+    .map_err(|error| {
+        if error.is_usage() {
+            anyhow::Error::new(UsageError(error.to_string()))
+        } else {
+            error.into()
+        }
+    })?;
+    let dir = made.dir.display();
+    println!(
+        "created policy {name} in {dir} (policy kit: {})",
+        made.kit_path
+    );
+    for file in &made.files {
+        println!("  {}", file.display());
+    }
+    println!(
+        "next: build it from the model-pusher checkout with `cargo xtask build-policy {dir}`, \
+         then `model-pusher policy test {dir}/target/{name}.wasm {dir}/cases.yaml` (see {dir}/README.md)"
+    );
+    Ok(Exit::Ok)
 }

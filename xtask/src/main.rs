@@ -1,5 +1,7 @@
-//! Project tasks that cargo alone does not do: `cargo xtask policies` builds every policy in
-//! `policies/` into a WebAssembly component, and `cargo xtask test` builds them and runs the tests.
+//! Project tasks that cargo alone does not do: `cargo xtask policies` builds every Rust policy in
+//! `policies/` into a WebAssembly component, `cargo xtask python-policies` builds the Python ones
+//! with componentize-py, `cargo xtask build-policy DIR` builds one policy of a team's own, and
+//! `cargo xtask test` builds the bundled policies and runs the tests.
 
 use std::env;
 use std::ffi::OsString;
@@ -11,13 +13,30 @@ use anyhow::{Context as _, Result, bail};
 
 const TARGET: &str = "wasm32-unknown-unknown";
 
+/// The componentize-py release that `scripts/setup.sh` installs into `.venv`.
+const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+
 fn main() -> Result<()> {
     let args: Vec<String> = env::args().skip(1).collect();
     let root = workspace_root();
     match args.first().map(String::as_str) {
         Some("policies") => build_policies(&root).map(|_| ()),
+        Some("python-policies") => build_python_policies(&root).map(|_| ()),
+        Some("build-policy") => {
+            let (dir, out) = match &args[1..] {
+                [dir] => (PathBuf::from(dir), None),
+                [dir, flag, out] if flag == "--out" => {
+                    (PathBuf::from(dir), Some(PathBuf::from(out)))
+                }
+                _ => bail!("usage: cargo xtask build-policy DIR [--out FILE.wasm]"),
+            };
+            let path = build_policy(&root, &dir, out.as_deref())?;
+            println!("{}", path.display());
+            Ok(())
+        }
         Some("test") => {
             build_policies(&root)?;
+            build_python_policies(&root)?;
             // The tests against an MLflow server with a PostgreSQL store need the cluster.
             run(Command::new("bash")
                 .current_dir(&root)
@@ -29,7 +48,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\n  policies  build policies/ into target/policies/*.wasm\n  test      build the policies, start the PostgreSQL test cluster (scripts/postgres.sh),\n            then run every test (extra arguments go to cargo test)"
+                "usage: cargo xtask <task>\n\n  policies  build the Rust policies in policies/ into target/policies/*.wasm\n  python-policies\n            build policies/python/*/app.py with componentize-py into\n            target/policies/python-*.wasm\n  build-policy DIR [--out FILE.wasm]\n            build the policy crate (Cargo.toml) or the Python policy (app.py) in DIR\n            into a component [default: DIR/target/<name>.wasm]\n  test      build the policies, start the PostgreSQL test cluster (scripts/postgres.sh),\n            then run every test (extra arguments go to cargo test)"
             );
             std::process::exit(2);
         }
@@ -88,14 +107,10 @@ fn find_toolchain() -> Result<Toolchain> {
     )
 }
 
-/// Builds every cdylib in `policies/` and writes each as a component to `target/policies/`
-/// (test-only guests from `policies/testing/` go to `target/policies/testing/`).
-fn build_policies(root: &Path) -> Result<Vec<PathBuf>> {
-    let manifest = root.join("policies/Cargo.toml");
-    let target_dir = root.join("target/wasm");
-    let toolchain = find_toolchain()?;
-
-    let mut command = match toolchain {
+/// A `cargo build` for the wasm32 target on this machine's toolchain, in release, into
+/// `target_dir`; the caller adds what to build.
+fn wasm_cargo(target_dir: &Path) -> Result<Command> {
+    let mut command = match find_toolchain()? {
         Toolchain::Rustup => {
             let mut command = Command::new("cargo");
             command.arg("build");
@@ -127,43 +142,182 @@ fn build_policies(root: &Path) -> Result<Vec<PathBuf>> {
         command.env_remove(variable);
     }
     command
+        .args(["--release", "--target", TARGET, "--target-dir"])
+        .arg(target_dir);
+    Ok(command)
+}
+
+/// Where the wasm32 builds go. Policy crates outside the policies workspace share it, so that
+/// the standard library, which the Debian route compiles from source, is built once.
+fn wasm_target_dir(root: &Path) -> PathBuf {
+    root.join("target/wasm")
+}
+
+/// Turns the core module cargo built for cdylib `name` into a component at `out`.
+fn write_component(target_dir: &Path, name: &str, out: &Path) -> Result<()> {
+    let module_path = target_dir
+        .join(TARGET)
+        .join("release")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    let module = fs::read(&module_path)
+        .with_context(|| format!("policy {name} was not built at {}", module_path.display()))?;
+    let component = model_pusher::policy::componentize(&module)
+        .map_err(|message| anyhow::anyhow!("policy {name} is not a component: {message}"))?;
+    if let Some(dir) = out.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    fs::write(out, &component).with_context(|| format!("cannot write {}", out.display()))?;
+    eprintln!(
+        "policy {name}: {} ({} KiB)",
+        out.display(),
+        component.len() / 1024
+    );
+    Ok(())
+}
+
+/// Builds every cdylib in `policies/` and writes each as a component to `target/policies/`
+/// (test-only guests from `policies/testing/` go to `target/policies/testing/`).
+fn build_policies(root: &Path) -> Result<Vec<PathBuf>> {
+    let manifest = root.join("policies/Cargo.toml");
+    let target_dir = wasm_target_dir(root);
+    run(wasm_cargo(&target_dir)?
         .arg("--manifest-path")
         .arg(&manifest)
-        .args([
-            "--release",
-            "--workspace",
-            "--target",
-            TARGET,
-            "--target-dir",
-        ])
-        .arg(&target_dir);
-    run(&mut command)?;
+        .arg("--workspace"))?;
 
     let out_dir = root.join("target/policies");
-    let built = target_dir.join(TARGET).join("release");
     let mut written = Vec::new();
     for (name, testing) in cdylibs(&manifest)? {
-        let module_path = built.join(format!("{}.wasm", name.replace('-', "_")));
-        let module = fs::read(&module_path)
-            .with_context(|| format!("policy {name} was not built at {}", module_path.display()))?;
-        let component = model_pusher::policy::componentize(&module)
-            .map_err(|message| anyhow::anyhow!("policy {name} is not a component: {message}"))?;
         let dir = if testing {
             out_dir.join("testing")
         } else {
             out_dir.clone()
         };
-        fs::create_dir_all(&dir)?;
         let path = dir.join(format!("{name}.wasm"));
-        fs::write(&path, &component)?;
-        eprintln!(
-            "policy {name}: {} ({} KiB)",
-            path.display(),
-            component.len() / 1024
-        );
+        write_component(&target_dir, &name, &path)?;
         written.push(path);
     }
     Ok(written)
+}
+
+/// Builds one policy of a team's own: the crate in `dir` (a `Cargo.toml`, as `model-pusher
+/// policy new` makes) or the Python policy in `dir` (an `app.py`), written as a component to
+/// `out`, by default `dir/target/<name>.wasm`.
+fn build_policy(root: &Path, dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
+    let manifest = dir.join("Cargo.toml");
+    if manifest.is_file() {
+        let names = cdylibs(&manifest)?;
+        let [(name, _)] = names.as_slice() else {
+            bail!(
+                "{} must build exactly one cdylib, the policy; it has {}",
+                manifest.display(),
+                names.len()
+            );
+        };
+        let target_dir = wasm_target_dir(root);
+        run(wasm_cargo(&target_dir)?
+            .arg("--manifest-path")
+            .arg(&manifest))?;
+        let path = out.map_or_else(
+            || dir.join("target").join(format!("{name}.wasm")),
+            Path::to_owned,
+        );
+        write_component(&target_dir, name, &path)?;
+        return Ok(path);
+    }
+    if dir.join("app.py").is_file() {
+        let name = dir
+            .canonicalize()
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "policy".to_owned());
+        let path = out.map_or_else(
+            || dir.join("target").join(format!("{name}.wasm")),
+            Path::to_owned,
+        );
+        componentize_python(root, dir, &path)?;
+        return Ok(path);
+    }
+    bail!(
+        "{} holds no policy: expected a Cargo.toml (a crate made by `model-pusher policy new`) \
+         or an app.py (a Python policy)",
+        dir.display()
+    )
+}
+
+/// Builds each `policies/python/<name>/app.py` into `target/policies/python-<name>.wasm`.
+fn build_python_policies(root: &Path) -> Result<Vec<PathBuf>> {
+    let source = root.join("policies/python");
+    let mut dirs: Vec<PathBuf> = fs::read_dir(&source)
+        .with_context(|| format!("cannot list {}", source.display()))?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|dir| dir.join("app.py").is_file())
+        .collect();
+    dirs.sort();
+    let mut written = Vec::new();
+    for dir in dirs {
+        let Some(name) = dir
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+        else {
+            continue;
+        };
+        let path = root
+            .join("target/policies")
+            .join(format!("python-{name}.wasm"));
+        componentize_python(root, &dir, &path)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// Runs componentize-py over the module `app` in `dir`, against the `policy` world.
+fn componentize_python(root: &Path, dir: &Path, out: &Path) -> Result<()> {
+    let tool = componentize_py(root)?;
+    if let Some(parent) = out.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let started = std::time::Instant::now();
+    run(Command::new(&tool)
+        .arg("--quiet")
+        .arg("--wit-path")
+        .arg(root.join("wit"))
+        .args(["--world", "policy", "componentize", "app", "--python-path"])
+        .arg(dir)
+        .arg("--output")
+        .arg(out))?;
+    let size = fs::metadata(out).map(|meta| meta.len()).unwrap_or(0);
+    eprintln!(
+        "policy {}: {} ({} KiB, componentize-py took {:.1} s)",
+        dir.display(),
+        out.display(),
+        size / 1024,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// componentize-py: `$COMPONENTIZE_PY`, else `.venv/bin/componentize-py`, else on `PATH`.
+fn componentize_py(root: &Path) -> Result<PathBuf> {
+    let candidates = [
+        env::var_os("COMPONENTIZE_PY").map(PathBuf::from),
+        Some(root.join(".venv/bin/componentize-py")),
+        Some(PathBuf::from("componentize-py")),
+    ];
+    for tool in candidates.into_iter().flatten() {
+        let works = Command::new(&tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|output| output.status.success());
+        if works {
+            return Ok(tool);
+        }
+    }
+    bail!(
+        "componentize-py is not installed, and Python policies need it: run scripts/setup.sh, or \
+         `.venv/bin/pip install {COMPONENTIZE_PY}` (or set COMPONENTIZE_PY to its path)"
+    )
 }
 
 /// The cdylib targets of the policies workspace, each with whether it is a test-only guest.
