@@ -54,6 +54,7 @@ venv() {
   printf '%s' "$*" > "$marker"
 }
 
+# componentize-py builds the Python policies (cargo xtask python-policies).
 venv .venv 'mlflow[auth]==3.17.2' scikit-learn 'kfp==2.17.3' 'kfp-kubernetes==2.17.3' \
-  psycopg2-binary
+  psycopg2-binary 'componentize-py==0.25.1'
 venv .venv-mlflow2 'mlflow[auth]==2.22.2' 'sqlalchemy<2.1'
