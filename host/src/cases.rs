@@ -7,7 +7,7 @@
 //!   improvement_threshold: 0.05
 //! cases:
 //!   - name: promotes_on_a_gain_above_the_threshold
-//!     candidate: {accuracy: 0.95}
+//!     candidate: {accuracy: 0.95}  # a list is a series: {accuracy_samples: [1, 0, 1]}
 //!     champion: {accuracy: 0.90}  # or {version: "3", run_id: "...", metrics: {...}}; omit for none
 //!     expect: promote             # promote | hold | reject | error
 //!     reason_contains: "improved" # optional
@@ -42,7 +42,7 @@ struct Case {
     name: String,
     #[serde(default)]
     settings: serde_yaml::Value,
-    candidate: BTreeMap<String, f64>,
+    candidate: BTreeMap<String, CaseMetric>,
     #[serde(default)]
     champion: Option<ChampionCase>,
     expect: Expected,
@@ -57,9 +57,32 @@ enum ChampionCase {
         version: String,
         #[serde(default)]
         run_id: String,
-        metrics: BTreeMap<String, f64>,
+        metrics: BTreeMap<String, CaseMetric>,
     },
-    Metrics(BTreeMap<String, f64>),
+    Metrics(BTreeMap<String, CaseMetric>),
+}
+
+/// A metric in a case: a number, or a list of numbers (a series), as in `metrics.json`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum CaseMetric {
+    Value(f64),
+    Series(Vec<f64>),
+}
+
+fn case_metrics(metrics: BTreeMap<String, CaseMetric>) -> Metrics {
+    let mut built = Metrics::default();
+    for (name, metric) in metrics {
+        match metric {
+            CaseMetric::Value(value) => {
+                built.values.insert(name, value);
+            }
+            CaseMetric::Series(values) => {
+                built.series.insert(name, values);
+            }
+        }
+    }
+    built
 }
 
 /// What a case expects of the policy.
@@ -119,7 +142,7 @@ pub fn run(policy: &Policy, path: &Path) -> Result<Vec<CaseResult>, InputError> 
         let input = DecisionInput {
             model_name: file.model_name.clone(),
             candidate_run_id: None,
-            candidate: Metrics::from_values(case.candidate),
+            candidate: case_metrics(case.candidate),
             champion: case.champion.map(|champion| match champion {
                 ChampionCase::Full {
                     version,
@@ -128,12 +151,12 @@ pub fn run(policy: &Policy, path: &Path) -> Result<Vec<CaseResult>, InputError> 
                 } => ChampionInput {
                     version,
                     run_id,
-                    metrics: Metrics::from_values(metrics),
+                    metrics: case_metrics(metrics),
                 },
                 ChampionCase::Metrics(metrics) => ChampionInput {
                     version: "1".to_owned(),
                     run_id: String::new(),
-                    metrics: Metrics::from_values(metrics),
+                    metrics: case_metrics(metrics),
                 },
             }),
             settings,

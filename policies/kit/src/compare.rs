@@ -1,6 +1,6 @@
 //! Finding metrics and measuring a candidate against a champion.
 
-use crate::Metric;
+use crate::{Metric, MetricSeries};
 
 /// How far below the threshold a gain may fall and still count as reaching it.
 ///
@@ -121,6 +121,15 @@ pub fn read_metric(metrics: &[Metric], name: &str) -> Reading {
     }
 }
 
+/// Finds the series called `name` (per-sample, per-fold or bootstrap values); when a model
+/// reports a name twice, the first one counts.
+pub fn find_series<'a>(series: &'a [MetricSeries], name: &str) -> Option<&'a [f64]> {
+    series
+        .iter()
+        .find(|series| series.name == name)
+        .map(|series| series.values.as_slice())
+}
+
 /// How much better the candidate is than the champion in the metric's own units: positive
 /// when better, negative when worse, whichever the direction.
 pub fn absolute_gain(candidate: f64, champion: f64, direction: Direction) -> f64 {
@@ -187,6 +196,19 @@ mod tests {
     fn the_first_of_two_metrics_with_one_name_counts() {
         let reported = metrics(&[("accuracy", 0.9), ("accuracy", 0.1)]);
         assert_eq!(find_metric(&reported, "accuracy"), Some(0.9));
+    }
+
+    #[test]
+    fn finds_a_series_by_name() {
+        let reported = vec![MetricSeries {
+            name: "accuracy_samples".to_string(),
+            values: vec![1.0, 0.0],
+        }];
+        assert_eq!(
+            find_series(&reported, "accuracy_samples"),
+            Some(&[1.0, 0.0][..])
+        );
+        assert_eq!(find_series(&reported, "accuracy"), None);
     }
 
     #[test]
