@@ -8,6 +8,7 @@ mod cache;
 mod cli;
 mod concurrency;
 mod faults;
+mod kits;
 mod kubeflow;
 mod multi_metric;
 mod push;
