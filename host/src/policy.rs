@@ -29,7 +29,7 @@ use bindings::v0_1 as wit;
 use store::State;
 
 pub use cache::{CacheError, CacheOutcome, CompiledCache};
-pub use limits::Limits;
+pub use limits::{Allocation, Limits, POOLED_INSTANCES};
 pub use load::{RULES, WORLD, componentize};
 
 use limits::{Bytes, Seconds};
@@ -91,13 +91,28 @@ pub struct PolicyRuntime {
 }
 
 impl PolicyRuntime {
-    /// Creates a runtime with the given limits and, optionally, a compiled-policy cache.
+    /// Creates a runtime with the given limits and, optionally, a compiled-policy cache, that
+    /// allocates instances the default way ([`Allocation::OnDemand`]).
     ///
     /// # Errors
     ///
     /// When the engine cannot be configured with these limits.
     pub fn new(limits: Limits, cache: Option<CompiledCache>) -> Result<Self, PolicyError> {
+        Self::with_allocation(limits, cache, Allocation::default())
+    }
+
+    /// Creates a runtime as [`PolicyRuntime::new`] does, with the instance allocator of choice.
+    ///
+    /// # Errors
+    ///
+    /// When the engine cannot be configured with these limits, or cannot reserve a pool.
+    pub fn with_allocation(
+        limits: Limits,
+        cache: Option<CompiledCache>,
+        allocation: Allocation,
+    ) -> Result<Self, PolicyError> {
         let mut config = Config::new();
+        allocation.configure(&mut config, &limits);
         config.epoch_interruption(true);
         config.max_wasm_stack(limits.wasm_stack);
         // Component-model concurrency makes every call several times slower and no policy needs

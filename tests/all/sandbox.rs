@@ -224,3 +224,44 @@ fn every_decision_names_the_policy_sha256() {
         hex::encode(sha2::Sha256::digest(bytes))
     );
 }
+
+/// The pooling allocator, which the decision benchmark offers for long-lived hosts, keeps every
+/// limit: the memory cap is still the limiter's and is reported as such, the deadline still
+/// holds, and the pool's slots are reused across decisions.
+#[test]
+fn pooling_runtime_keeps_the_limits() {
+    use model_pusher::policy::{Allocation, POOLED_INSTANCES};
+
+    let runtime = PolicyRuntime::with_allocation(
+        tight_limits(),
+        Some(policies::cache()),
+        Allocation::Pooling,
+    )
+    .unwrap();
+    let hostile = runtime
+        .load(&policies::dir().join("testing/hostile.wasm"))
+        .unwrap();
+    let attack = |name: &str| {
+        hostile.decide(&policies::input(
+            json!({ "attack": name }),
+            &[("accuracy", 0.9)],
+            None,
+        ))
+    };
+    let error = attack("memory").unwrap_err();
+    assert_eq!(error.to_string(), "policy exceeded its 16 MiB memory limit");
+    let error = attack("loop").unwrap_err();
+    assert!(matches!(error, PolicyError::Deadline { .. }), "{error:?}");
+
+    let threshold = runtime.load(&policies::path("threshold")).unwrap();
+    let input = policies::input(
+        json!({ "primary_metric": "accuracy", "improvement_threshold": 0.05 }),
+        &[("accuracy", 0.95)],
+        Some(&[("accuracy", 0.90)]),
+    );
+    // More decisions than the pool has slots: each one's slot comes back.
+    for _ in 0..POOLED_INSTANCES * 2 {
+        let decision = threshold.decide(&input).unwrap();
+        assert_eq!(decision.verdict, model_pusher::decision::Verdict::Promote);
+    }
+}

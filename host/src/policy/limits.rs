@@ -33,6 +33,82 @@ impl Default for Limits {
     }
 }
 
+/// How the engine finds memory for each decision's instance.
+///
+/// Every call instantiates the policy afresh, so this is paid on every decision; it does not
+/// change what a policy may do, which [`Limits`] and the resource limiter decide either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Allocation {
+    /// Maps each instance's memories and tables when it is created and unmaps them when it is
+    /// dropped. Nothing is reserved up front, which suits a command that decides once and exits.
+    #[default]
+    OnDemand,
+    /// Reserves slots for [`POOLED_INSTANCES`] instances when the runtime is created and reuses
+    /// them, so a decision skips the mapping and unmapping. It pays off for a process that decides
+    /// many times; more than [`POOLED_INSTANCES`] decisions at once fail with a runtime error.
+    Pooling,
+}
+
+/// How many policy instances a pooling runtime holds at once: one per decision in flight.
+pub const POOLED_INSTANCES: u32 = 16;
+
+/// Core instances, memories and tables one pooled instance may use. A Rust policy needs three
+/// core instances, one memory and two tables; a componentize-py policy links many more modules
+/// (Python, libc, the WASI adapter), all sharing a memory or two.
+const CORE_INSTANCES_PER_POLICY: u32 = 32;
+const MEMORIES_PER_POLICY: u32 = 2;
+const TABLES_PER_POLICY: u32 = 8;
+
+/// Dirty bytes of a freed memory, and of a freed table, that are zeroed in place instead of
+/// released. A decision by a bundled policy dirties well under this; a larger policy's excess is
+/// released as before.
+const POOL_MEMORY_RESIDENT: usize = 1 << 20;
+const POOL_TABLE_RESIDENT: usize = 64 << 10;
+
+/// The address space the engine reserves for a linear memory on a 64-bit host whatever the
+/// allocator, so a pool slot of this size costs nothing extra.
+const MEMORY_SLOT: u64 = 4 << 30;
+
+impl Allocation {
+    /// Sets the engine's instance allocator.
+    pub(crate) fn configure(self, config: &mut wasmtime::Config, limits: &Limits) {
+        match self {
+            Allocation::OnDemand => {
+                config.allocation_strategy(wasmtime::InstanceAllocationStrategy::OnDemand);
+            }
+            Allocation::Pooling => {
+                let mut pool = wasmtime::PoolingAllocationConfig::new();
+                pool.total_component_instances(POOLED_INSTANCES)
+                    .total_core_instances(POOLED_INSTANCES * CORE_INSTANCES_PER_POLICY)
+                    .total_memories(POOLED_INSTANCES * MEMORIES_PER_POLICY)
+                    .total_tables(POOLED_INSTANCES * TABLES_PER_POLICY)
+                    // The memory cap is the resource limiter's to enforce, so that a breach is
+                    // reported as one. The pool rejects a memory whose initial size exceeds its own
+                    // cap before the limiter is asked, with a bare error; a cap no lower than the
+                    // reservation every memory gets anyway keeps that from happening.
+                    .max_memory_size(
+                        limits
+                            .memory
+                            .max(usize::try_from(MEMORY_SLOT).unwrap_or(usize::MAX)),
+                    )
+                    .table_elements(TABLE_ELEMENTS);
+                // A freed slot is reset for the next decision. By default that is one `madvise`
+                // per memory and table, after which every page the policy touches faults in
+                // again; where the kernel can list the dirty pages (Linux 6.7's PAGEMAP_SCAN),
+                // zeroing just those in place is cheaper. Without the scan, keeping memory
+                // resident would zero the whole budget on every call, which costs more than the
+                // faults it saves, so the default stays.
+                if wasmtime::PoolingAllocationConfig::is_pagemap_scan_available() {
+                    pool.pagemap_scan(wasmtime::Enabled::Yes)
+                        .linear_memory_keep_resident(POOL_MEMORY_RESIDENT)
+                        .table_keep_resident(POOL_TABLE_RESIDENT);
+                }
+                config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+            }
+        }
+    }
+}
+
 /// Prints a byte count the way the limits are usually written: "64 MiB", "512 KiB", "100 B".
 pub(crate) struct Bytes(pub usize);
 
