@@ -322,7 +322,7 @@ pub async fn push(
 
     let version = match &attempt.version {
         Some(version) => ready(client, options, version.clone()).await?,
-        None => register(client, options, &run_id, &report).await?,
+        None => register(client, options, &run_id, &report, current.is_some()).await?,
     };
     tracing::info!(
         model = name,
@@ -722,10 +722,24 @@ async fn upload_model(
             artifact = artifact.as_str(),
             "uploading"
         );
+        let local = model.dir.join(file);
+        let bar = upload_bar(&local, &artifact);
         client
-            .upload_artifact(run, &model.dir.join(file), &artifact)
+            .upload_artifact_with_progress(
+                run,
+                &local,
+                &artifact,
+                bar.as_ref().map(|bar| {
+                    let bar = bar.clone();
+                    std::sync::Arc::new(move |sent| bar.set_position(sent))
+                        as crate::registry::Progress
+                }),
+            )
             .await
             .map_err(at(Step::UploadModel))?;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
     }
     if mlmodel::needs_mlmodel(model) {
         let text = mlmodel::sklearn_pickle(&run.run_id, &random_hex(16), &utc_now());
@@ -753,25 +767,57 @@ async fn upload_model(
     Ok(())
 }
 
-/// Registers `runs:/<run_id>/model`, creating the registered model on its first push, and
-/// waits until the version is READY.
+/// A progress bar on stderr for the upload of `local`, when stderr is a terminal and the file
+/// is big enough for the wait to be noticed; never in a pipeline's log.
+fn upload_bar(local: &std::path::Path, artifact: &str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    const NOTICEABLE: u64 = 16 << 20;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let size = std::fs::metadata(local).ok()?.len();
+    if size < NOTICEABLE {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(size);
+    let style = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+    )
+    .ok()?
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_message(format!("uploading {artifact}"));
+    Some(bar)
+}
+
+/// Registers the run's model as a new version, creating the registered model first when
+/// `has_champion` is false: then it is most likely new, and creating it up front saves a
+/// failed `model-versions/create`.
 async fn register(
     client: &MlflowClient,
     options: &PushOptions,
     run_id: &str,
     report: &PushReport,
+    has_champion: bool,
 ) -> Result<ModelVersion, PushError> {
     let name = options.model_name.as_str();
     let source = format!("runs:/{run_id}/{MODEL_ARTIFACT_DIR}");
     let tags = version_tags(report, options);
 
+    if !has_champion {
+        client
+            .ensure_registered_model(name)
+            .await
+            .map_err(at(Step::Register))?;
+    }
     let created = match client
         .create_model_version(name, &source, Some(run_id), &tags, None)
         .await
     {
+        // The model was deleted since the champion was found.
         Err(error) if error.is_not_found() => {
             client
-                .get_or_create_registered_model(name)
+                .ensure_registered_model(name)
                 .await
                 .map_err(at(Step::Register))?;
             client

@@ -89,6 +89,9 @@ pub struct RunQuery {
     pub limit: usize,
 }
 
+/// Told the bytes of an upload sent so far; see [`MlflowClient::upload_artifact_with_progress`].
+pub type Progress = std::sync::Arc<dyn Fn(u64) + Send + Sync>;
+
 impl MlflowClient {
     /// A client of the server at `server` (e.g. `http://127.0.0.1:5000` or
     /// `https://dagshub.com/<owner>/<repo>.mlflow`) authenticating with `auth`.
@@ -175,12 +178,21 @@ impl MlflowClient {
     }
 
     /// The experiment of this name, created when missing. Tolerates a concurrent creation.
+    /// An experiment created here is returned without reading it back: only its id and name
+    /// are filled in.
     pub async fn get_or_create_experiment(&self, name: &str) -> Result<Experiment> {
         if let Some(experiment) = self.get_experiment_by_name(name).await? {
             return Ok(experiment);
         }
         match self.create_experiment(name).await {
-            Ok(_) => {}
+            Ok(experiment_id) => {
+                return Ok(Experiment {
+                    experiment_id,
+                    name: name.to_owned(),
+                    artifact_location: None,
+                    lifecycle_stage: None,
+                });
+            }
             Err(err) if err.error_code() == Some("RESOURCE_ALREADY_EXISTS") => {}
             Err(err) => return Err(err),
         }
@@ -300,6 +312,20 @@ impl MlflowClient {
         local: &Path,
         artifact_path: &str,
     ) -> Result<()> {
+        self.upload_artifact_with_progress(run, local, artifact_path, None)
+            .await
+    }
+
+    /// Uploads one file as [`MlflowClient::upload_artifact`] does, telling `progress` how many
+    /// bytes of it have been handed to the connection so far, chunk by chunk. A retried upload
+    /// starts again from 0.
+    pub async fn upload_artifact_with_progress(
+        &self,
+        run: &RunInfo,
+        local: &Path,
+        artifact_path: &str,
+        progress: Option<Progress>,
+    ) -> Result<()> {
         let url = self.artifact_url(run, artifact_path)?;
         // A stream cannot be replayed: each attempt opens the file again and sends all of it.
         self.retrying(&Method::PUT, ARTIFACTS_ENDPOINT, true, async || {
@@ -311,12 +337,26 @@ impl MlflowClient {
                 .await
                 .map_err(|source| local_error(local, source))?;
             let stream = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024);
+            let body = match progress.clone() {
+                None => reqwest::Body::wrap_stream(stream),
+                Some(progress) => {
+                    progress(0);
+                    let mut sent = 0u64;
+                    reqwest::Body::wrap_stream(futures_util::StreamExt::map(stream, move |chunk| {
+                        if let Ok(bytes) = &chunk {
+                            sent += bytes.len() as u64;
+                            progress(sent);
+                        }
+                        chunk
+                    }))
+                }
+            };
             let request = self
                 .http
                 .put(url.clone())
                 .header(CONTENT_TYPE, "application/octet-stream")
                 .header(CONTENT_LENGTH, HeaderValue::from(metadata.len()))
-                .body(reqwest::Body::wrap_stream(stream));
+                .body(body);
             let response = self.send(Method::PUT, ARTIFACTS_ENDPOINT, request).await?;
             self.check(response, ARTIFACTS_ENDPOINT).await.map(drop)
         })
@@ -437,6 +477,17 @@ impl MlflowClient {
         }
         let answer: Value = self.post("registered-models/create", &body).await?;
         self.field(answer, "registered_model", "registered-models/create")
+    }
+
+    /// Creates a registered model unless one of this name exists; whether it did is not told.
+    /// One request either way, where [`MlflowClient::get_or_create_registered_model`] makes two
+    /// for a new model.
+    pub async fn ensure_registered_model(&self, name: &str) -> Result<()> {
+        match self.create_registered_model(name, None).await {
+            Ok(_) => Ok(()),
+            Err(err) if err.error_code() == Some("RESOURCE_ALREADY_EXISTS") => Ok(()),
+            Err(err) => Err(err),
+        }
     }
 
     /// The registered model of this name, created when missing. Tolerates a concurrent
