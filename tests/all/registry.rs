@@ -45,7 +45,7 @@ against_both!(
     log_batch_splits_over_mlflow_limits,
     finished_run_has_status_and_end_time,
     runs_are_found_by_tag_filter,
-    streamed_artifact_is_listed_and_downloads_identically,
+    streamed_artifact_reports_progress_is_listed_and_downloads_identically,
     artifact_directory_upload_keeps_the_tree,
     version_registered_from_run_source_becomes_ready,
     missing_registered_model_is_none,
@@ -240,7 +240,7 @@ async fn runs_are_found_by_tag_filter(flavor: Flavor) {
     assert_eq!(ids, [run.info.run_id.as_str()]);
 }
 
-async fn streamed_artifact_is_listed_and_downloads_identically(flavor: Flavor) {
+async fn streamed_artifact_reports_progress_is_listed_and_downloads_identically(flavor: Flavor) {
     let client = client(flavor);
     let run = new_run(&client).await;
     // Larger than one 64 KiB read so that the body goes out as several chunks.
@@ -248,10 +248,24 @@ async fn streamed_artifact_is_listed_and_downloads_identically(flavor: Flavor) {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), &contents).unwrap();
 
+    let reported = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let progress: model_pusher::registry::Progress = {
+        let reported = std::sync::Arc::clone(&reported);
+        std::sync::Arc::new(move |sent| reported.lock().unwrap().push(sent))
+    };
     client
-        .upload_artifact(&run.info, file.path(), "model/model.pkl")
+        .upload_artifact_with_progress(&run.info, file.path(), "model/model.pkl", Some(progress))
         .await
         .unwrap();
+    // Progress climbs chunk by chunk from 0 to the whole file.
+    let reported = reported.lock().unwrap().clone();
+    assert!(reported.len() > 2, "{reported:?}");
+    assert_eq!(reported.first(), Some(&0));
+    assert_eq!(reported.last(), Some(&(contents.len() as u64)));
+    assert!(
+        reported.windows(2).all(|pair| pair[0] < pair[1]),
+        "{reported:?}"
+    );
 
     let listing = client.list_artifacts(&run.info, "model").await.unwrap();
     let entry = listing
