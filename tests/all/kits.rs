@@ -54,7 +54,7 @@ fn build_policy(dir: &Path) -> PathBuf {
 fn python_threshold() -> &'static Policy {
     static POLICY: OnceLock<Policy> = OnceLock::new();
     POLICY.get_or_init(|| {
-        let path = policies::dir().join("python-threshold.wasm");
+        let path = policies::dir().join("python/threshold.wasm");
         assert!(
             path.is_file(),
             "{} is missing: build it with `cargo xtask python-policies`, which needs \

@@ -311,10 +311,13 @@ fn image_layout_from_the_dockerfile_finds_the_bundled_policies() {
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     installed.sort();
-    assert_eq!(installed, ["multi-metric.wasm", "threshold.wasm"]);
+    assert_eq!(
+        installed,
+        ["multi-metric.wasm", "significance.wasm", "threshold.wasm"]
+    );
     let binary = root.path().join("usr/local/bin/model-pusher");
     let cache = tempfile::tempdir().unwrap();
-    for policy in ["threshold", "multi-metric"] {
+    for policy in ["threshold", "multi-metric", "significance"] {
         let output = Command::new(&binary)
             .args(["policy", "inspect", policy])
             .env_remove("MODEL_PUSHER_POLICY_DIR")

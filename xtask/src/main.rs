@@ -48,7 +48,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\n  policies  build the Rust policies in policies/ into target/policies/*.wasm\n  python-policies\n            build policies/python/*/app.py with componentize-py into\n            target/policies/python-*.wasm\n  build-policy DIR [--out FILE.wasm]\n            build the policy crate (Cargo.toml) or the Python policy (app.py) in DIR\n            into a component [default: DIR/target/<name>.wasm]\n  test      build the policies, start the PostgreSQL test cluster (scripts/postgres.sh),\n            then run every test (extra arguments go to cargo test)"
+                "usage: cargo xtask <task>\n\n  policies  build the Rust policies in policies/ into target/policies/*.wasm\n  python-policies\n            build policies/python/*/app.py with componentize-py into\n            target/policies/python/*.wasm\n  build-policy DIR [--out FILE.wasm]\n            build the policy crate (Cargo.toml) or the Python policy (app.py) in DIR\n            into a component [default: DIR/target/<name>.wasm]\n  test      build the policies, start the PostgreSQL test cluster (scripts/postgres.sh),\n            then run every test (extra arguments go to cargo test)"
             );
             std::process::exit(2);
         }
@@ -246,7 +246,8 @@ fn build_policy(root: &Path, dir: &Path, out: Option<&Path>) -> Result<PathBuf> 
     )
 }
 
-/// Builds each `policies/python/<name>/app.py` into `target/policies/python-<name>.wasm`.
+/// Builds each `policies/python/<name>/app.py` into `target/policies/python/<name>.wasm`: a
+/// directory of its own, because these are examples, not policies the image bundles.
 fn build_python_policies(root: &Path) -> Result<Vec<PathBuf>> {
     let source = root.join("policies/python");
     let mut dirs: Vec<PathBuf> = fs::read_dir(&source)
@@ -264,8 +265,8 @@ fn build_python_policies(root: &Path) -> Result<Vec<PathBuf>> {
             continue;
         };
         let path = root
-            .join("target/policies")
-            .join(format!("python-{name}.wasm"));
+            .join("target/policies/python")
+            .join(format!("{name}.wasm"));
         componentize_python(root, &dir, &path)?;
         written.push(path);
     }
