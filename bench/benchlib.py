@@ -22,6 +22,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -440,6 +441,8 @@ def make_fixture(out, accuracy, seed):
 
 
 def pusher_command(fixture, tracking_uri, model_name, *extra):
+    """A push of `fixture` as a new pipeline run: without its own run id, a push of the same
+    files to the same model would be taken for a re-run of the earlier one and write nothing."""
     fixture = Path(fixture)
     return [
         PUSHER, "push",
@@ -450,6 +453,7 @@ def pusher_command(fixture, tracking_uri, model_name, *extra):
         "--metrics-path", fixture / "metrics",
         "--decision-out", fixture / "decision.json",
         "--no-log-file",
+        "--pipeline-run-id", f"bench-{uuid.uuid4()}",
         *extra,
     ]
 

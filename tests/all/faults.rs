@@ -212,6 +212,10 @@ impl<'a> Scenario<'a> {
         assert_eq!(pushed.verdict(), "promote");
         let requests = self.proxy.requests();
         let log = self.proxy.log();
+        eprintln!("a fault-free promote push made {requests} requests:");
+        for request in &log {
+            eprintln!("  {} {} {}", request.index, request.method, request.path);
+        }
         assert!(log.iter().all(|request| request.fault.is_none()), "{log:?}");
         (end_state(&self.server.client(), &model), requests)
     }
