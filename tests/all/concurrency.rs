@@ -5,18 +5,11 @@ use std::sync::{Arc, Barrier};
 
 use model_pusher::registry::{Stage, VersionQuery};
 
+use crate::support::block_on;
 use crate::support::fixture::{Fixture, Pushed};
 use crate::support::mlflow::{self, Flavor, MlflowServer};
 
 const ROUNDS: usize = 20;
-
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(future)
-}
 
 /// Starts one push of the model per accuracy, together, and waits for all of them.
 fn push_together(

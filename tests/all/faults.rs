@@ -13,17 +13,10 @@ use std::time::Duration;
 use model_pusher::registry::{MlflowClient, RunQuery, Stage, VersionQuery};
 use serde_json::{Value, json};
 
+use crate::support::block_on;
 use crate::support::fixture::{Fixture, Pushed};
 use crate::support::mlflow::{self, Flavor, MlflowServer};
 use crate::support::proxy::{At, Fault, FaultKind, FaultProxy};
-
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(future)
-}
 
 /// What a push says it was doing when it stopped.
 const STEPS: [&str; 12] = [

@@ -3,16 +3,9 @@
 
 use model_pusher::registry::{ModelVersion, Stage, VersionQuery};
 
+use crate::support::block_on;
 use crate::support::fixture::{self, Fixture};
 use crate::support::mlflow::{self, ADMIN_PASSWORD, ADMIN_USER, Flavor, MlflowServer};
-
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(future)
-}
 
 /// Every version of `model`, by version number.
 fn versions(server: &MlflowServer, model: &str) -> Vec<ModelVersion> {
