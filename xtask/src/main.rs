@@ -1,7 +1,8 @@
 //! Project tasks that cargo alone does not do: `cargo xtask policies` builds every Rust policy in
 //! `policies/` into a WebAssembly component, `cargo xtask python-policies` builds the Python ones
 //! with componentize-py, `cargo xtask build-policy DIR` builds one policy of a team's own, and
-//! `cargo xtask test` builds the bundled policies and runs the tests.
+//! `cargo xtask test` builds the bundled policies and runs the tests, the policies' unit tests
+//! included.
 
 use std::env;
 use std::ffi::OsString;
@@ -37,6 +38,11 @@ fn main() -> Result<()> {
         Some("test") => {
             build_policies(&root)?;
             build_python_policies(&root)?;
+            // The policies' own unit tests run natively: their rules are plain Rust functions.
+            run(Command::new(cargo())
+                .current_dir(&root)
+                .args(["test", "--workspace", "--locked", "--manifest-path"])
+                .arg(root.join("policies/Cargo.toml")))?;
             // The tests against an MLflow server with a PostgreSQL store need the cluster.
             run(Command::new("bash")
                 .current_dir(&root)
@@ -48,7 +54,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\n  policies  build the Rust policies in policies/ into target/policies/*.wasm\n  python-policies\n            build policies/python/*/app.py with componentize-py into\n            target/policies/python/*.wasm\n  build-policy DIR [--out FILE.wasm]\n            build the policy crate (Cargo.toml) or the Python policy (app.py) in DIR\n            into a component [default: DIR/target/<name>.wasm]\n  test      build the policies, start the PostgreSQL test cluster (scripts/postgres.sh),\n            then run every test (extra arguments go to cargo test)"
+                "usage: cargo xtask <task>\n\n  policies  build the Rust policies in policies/ into target/policies/*.wasm\n  python-policies\n            build policies/python/*/app.py with componentize-py into\n            target/policies/python/*.wasm\n  build-policy DIR [--out FILE.wasm]\n            build the policy crate (Cargo.toml) or the Python policy (app.py) in DIR\n            into a component [default: DIR/target/<name>.wasm]\n  test      build the policies, run their unit tests natively, start the PostgreSQL test\n            cluster (scripts/postgres.sh), then run every test of the host (extra arguments\n            go to that cargo test)"
             );
             std::process::exit(2);
         }
