@@ -6,6 +6,8 @@
 //! find and compare metrics and explain itself is here too, written as plain functions so that
 //! policies can be unit-tested natively.
 
+#[cfg(target_arch = "wasm32")]
+mod arena;
 pub mod compare;
 #[cfg(feature = "fixtures")]
 pub mod fixtures;
@@ -14,6 +16,11 @@ mod guest;
 pub mod primary;
 pub mod report;
 pub mod settings;
+
+/// Every policy built with the kit allocates from its instance's arena first.
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: arena::InstanceAllocator = arena::InstanceAllocator;
 
 /// The bindings that `wit-bindgen` generates for the `policy` world.
 ///
