@@ -43,6 +43,16 @@ def fail(message):
     sys.exit(1)
 
 
+def run_main(main):
+    """Runs a benchmark's `main`: a BenchError ends it with its message, Ctrl-C with 130."""
+    try:
+        main()
+    except BenchError as error:
+        fail(str(error))
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
 def require_pusher():
     if not os.access(PUSHER, os.X_OK):
         raise BenchError(

@@ -232,9 +232,4 @@ def report(args, size, results):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except b.BenchError as error:
-        b.fail(str(error))
-    except KeyboardInterrupt:
-        sys.exit(130)
+    b.run_main(main)

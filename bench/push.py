@@ -223,9 +223,4 @@ def report(args, timed, counted, reported):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except b.BenchError as error:
-        b.fail(str(error))
-    except KeyboardInterrupt:
-        sys.exit(130)
+    b.run_main(main)
