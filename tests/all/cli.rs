@@ -3,16 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::support::fixture::SEED_PARAMS;
 use crate::support::policies;
-
-const SEED_PARAMS: &str = "model_comparison:
-  improvement_threshold: 0.05
-  primary_metric: \"accuracy\"
-  comparison_metrics:
-    - \"precision\"
-    - \"recall\"
-    - \"f1_score\"
-";
 
 fn model_pusher(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_model-pusher"))
