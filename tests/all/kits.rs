@@ -241,3 +241,45 @@ fn the_significance_policy_passes_its_cases() {
         .unwrap();
     assert_all_passed(&cases::run(&policy, &case_file("significance")).unwrap());
 }
+
+#[test]
+fn a_decision_that_outgrows_the_kits_arena_still_decides() {
+    // 40,000 paired samples are 640 KB of lists, past the kit's 256 KiB allocation arena: the
+    // policy must carry on with the standard allocator and reach the same kind of verdict.
+    const SAMPLES: usize = 40_000;
+    let correct = |right: usize| -> Vec<f64> {
+        (0..SAMPLES)
+            .map(|sample| if sample < right { 1.0 } else { 0.0 })
+            .collect()
+    };
+    let mut input = policies::input(
+        serde_json::json!({"primary_metric": "accuracy"}),
+        &[("accuracy", 0.9)],
+        Some(&[("accuracy", 0.75)]),
+    );
+    input
+        .candidate
+        .series
+        .insert("accuracy_samples".to_owned(), correct(SAMPLES * 9 / 10));
+    let champion = input.champion.as_mut().unwrap();
+    champion
+        .metrics
+        .series
+        .insert("accuracy_samples".to_owned(), correct(SAMPLES * 3 / 4));
+
+    let policy = policies::runtime()
+        .load(&policies::path("significance"))
+        .unwrap();
+    let decision = policy.decide(&input).unwrap();
+    assert_eq!(
+        decision.verdict,
+        model_pusher::decision::Verdict::Promote,
+        "{}",
+        decision.reason
+    );
+    assert!(
+        decision.reason.contains("40000 samples"),
+        "{}",
+        decision.reason
+    );
+}
