@@ -36,9 +36,12 @@ static USED: AtomicUsize = AtomicUsize::new(0);
 pub struct InstanceAllocator;
 
 impl InstanceAllocator {
+    fn start() -> usize {
+        ARENA.0.get() as usize
+    }
+
     fn in_arena(ptr: *mut u8) -> bool {
-        let start = ARENA.0.get() as usize;
-        (start..start + ARENA_BYTES).contains(&(ptr as usize))
+        (Self::start()..Self::start() + ARENA_BYTES).contains(&(ptr as usize))
     }
 }
 
@@ -48,22 +51,21 @@ impl InstanceAllocator {
 // allocator's blocks back to it and ignores the arena's.
 unsafe impl GlobalAlloc for InstanceAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let base = ARENA.0.get() as usize;
+        let base = Self::start();
         let mut used = USED.load(Ordering::Relaxed);
         loop {
             // `layout.align()` is a power of two, as `Layout` guarantees.
             let start = (base + used)
                 .checked_add(layout.align() - 1)
                 .map(|end| end & !(layout.align() - 1));
-            let end = start.and_then(|start| start.checked_add(layout.size()));
-            let (Some(start), Some(end)) = (start, end) else {
+            let block = start.and_then(|start| {
+                let end = start.checked_add(layout.size())?;
+                (end <= base + ARENA_BYTES).then_some((start, end))
+            });
+            let Some((start, end)) = block else {
                 // SAFETY: the caller's promises about `layout` hold for the standard allocator.
                 return unsafe { System.alloc(layout) };
             };
-            if end > base + ARENA_BYTES {
-                // SAFETY: as above.
-                return unsafe { System.alloc(layout) };
-            }
             match USED.compare_exchange_weak(used, end - base, Ordering::Relaxed, Ordering::Relaxed)
             {
                 Ok(_) => return start as *mut u8,
@@ -76,7 +78,7 @@ unsafe impl GlobalAlloc for InstanceAllocator {
         // The newest block of the arena grows in place, which is how a string or vector being
         // built usually grows; any other block moves, as the default `realloc` does.
         if Self::in_arena(ptr) {
-            let base = ARENA.0.get() as usize;
+            let base = Self::start();
             let block_end = ptr as usize + layout.size();
             let new_end = (ptr as usize).checked_add(new_size);
             if let Some(new_end) = new_end.filter(|end| *end <= base + ARENA_BYTES)
